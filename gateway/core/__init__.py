@@ -1,0 +1,22 @@
+"""The shared vocabulary of the gateway. Imports nothing else of the project."""
+
+from gateway.core.backchannel import BackChannel, current_backchannel
+from gateway.core.call import Caller, ToolCall, ToolResult
+from gateway.core.chain import CallNext, Guard, build_chain
+from gateway.core.clock import Clock, ManualClock, SystemClock
+from gateway.core.errors import GatewayError
+
+__all__ = [
+    "BackChannel",
+    "CallNext",
+    "Caller",
+    "Clock",
+    "GatewayError",
+    "Guard",
+    "ManualClock",
+    "SystemClock",
+    "ToolCall",
+    "ToolResult",
+    "build_chain",
+    "current_backchannel",
+]

@@ -1,0 +1,172 @@
+"""The closed set of errors the gateway speaks.
+
+Every class declares a stable ``code``, the ``plane`` it travels on (``tool``: an ``isError`` result
+the model reads and can correct itself from; ``protocol``: a JSON-RPC error), whether it is
+``retryable``, and the default ``hint`` that tells an agent what to do next. A test checks that
+every code is unique and renders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+Plane = Literal["tool", "protocol"]
+
+# JSON-RPC codes used on the protocol plane.
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+
+class GatewayError(Exception):
+    code: ClassVar[str] = "internal_error"
+    plane: ClassVar[Plane] = "tool"
+    retryable: ClassVar[bool] = False
+    jsonrpc_code: ClassVar[int] = INTERNAL_ERROR
+    default_hint: ClassVar[str] = (
+        "The gateway failed unexpectedly. Report the failure with its request_id; do not invent a result."
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        retry_after_s: float | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+        self.retry_after_s = retry_after_s
+        self.details: dict[str, Any] = dict(details or {})
+
+    def payload(self, *, server: str | None, tool: str | None, request_id: str | None) -> dict[str, Any]:
+        """The one error shape agents see, on either plane."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "retryable": self.retryable,
+            "retry_after_s": self.retry_after_s,
+            "hint": self.hint,
+            "details": self.details,
+            "server": server,
+            "tool": tool,
+            "request_id": request_id,
+        }
+
+
+class InternalError(GatewayError):
+    pass
+
+
+class UnknownTool(GatewayError):
+    """The spec makes an unknown tool name a protocol error (-32602)."""
+
+    code = "unknown_tool"
+    plane = "protocol"
+    jsonrpc_code = INVALID_PARAMS
+    default_hint = "Call tools/list and use one of the listed names exactly."
+
+
+class InvalidArguments(GatewayError):
+    code = "invalid_arguments"
+    default_hint = "Fix the arguments listed in details.violations and call again; do not guess values."
+
+
+class InvalidOutput(GatewayError):
+    code = "invalid_output"
+    default_hint = "The tool returned data that does not match its declared output; do not rely on it."
+
+
+class Forbidden(GatewayError):
+    code = "forbidden"
+    default_hint = "This call is not allowed for this client. Do not retry; ask a human if it is needed."
+
+
+class Unauthorized(GatewayError):
+    code = "unauthorized"
+    default_hint = (
+        "Do not ask the user for a password; the gateway's credentials for this server need attention. "
+        "Report it to an operator."
+    )
+
+
+class NotFound(GatewayError):
+    code = "not_found"
+    default_hint = "The item does not exist. Look it up with a search tool instead of guessing identifiers."
+
+
+class Conflict(GatewayError):
+    code = "conflict"
+    default_hint = "The target changed or already exists. Re-read its current state before trying again."
+
+
+class RateLimited(GatewayError):
+    code = "rate_limited"
+    retryable = True
+    default_hint = "Wait retry_after_s seconds before calling again; the gateway is limiting this client."
+
+
+class UpstreamRateLimited(GatewayError):
+    code = "upstream_rate_limited"
+    retryable = True
+    default_hint = (
+        "Wait retry_after_s seconds, then retry; the service is not down, it is asking you to slow down."
+    )
+
+
+class UpstreamUnavailable(GatewayError):
+    code = "upstream_unavailable"
+    retryable = True
+    default_hint = (
+        "The server behind this tool is not reachable right now. Try again later or use another tool; "
+        "do not invent a result."
+    )
+
+
+class UpstreamTimeout(GatewayError):
+    code = "upstream_timeout"
+    retryable = True
+    default_hint = (
+        "The tool did not answer in time. Retry later or ask for less work; do not invent a result."
+    )
+
+
+class UpstreamError(GatewayError):
+    code = "upstream_error"
+    default_hint = "The tool failed on the server side. Report the failure; do not invent a result."
+
+
+class OutcomeUnknown(GatewayError):
+    code = "outcome_unknown"
+    default_hint = (
+        "The call may or may not have taken effect. Check the current state before trying again; "
+        "do not assume it failed."
+    )
+
+
+class PayloadTooLarge(GatewayError):
+    code = "payload_too_large"
+    plane = "protocol"
+    jsonrpc_code = INVALID_PARAMS
+    default_hint = "Send a smaller request."
+
+
+ALL_ERRORS: tuple[type[GatewayError], ...] = (
+    InternalError,
+    UnknownTool,
+    InvalidArguments,
+    InvalidOutput,
+    Forbidden,
+    Unauthorized,
+    NotFound,
+    Conflict,
+    RateLimited,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    UpstreamError,
+    OutcomeUnknown,
+    PayloadTooLarge,
+)

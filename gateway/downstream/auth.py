@@ -1,0 +1,87 @@
+"""Client identity: static API keys mapped to client names, compared in constant time.
+
+With no keys configured the gateway serves anonymous clients, but only on loopback: an open
+gateway on a network interface would hand every upstream credential to anyone who can reach it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.config import ClientKey
+
+PRINCIPAL_SCOPE_KEY = "interlock.principal"
+ANONYMOUS = "anonymous"
+
+
+class ApiKeys:
+    def __init__(self, clients: list[ClientKey]) -> None:
+        self._keys = [(c.key.get_secret_value().encode(), c.name) for c in clients]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys)
+
+    def identify(self, token: str) -> str | None:
+        """The client name for a bearer token. Every key is compared, so timing tells nothing."""
+        presented = token.encode()
+        found: str | None = None
+        for key, name in self._keys:
+            if hmac.compare_digest(presented, key) and found is None:
+                found = name
+        return found
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class AuthMiddleware:
+    """Puts the caller's identity in the ASGI scope, or answers 401 before MCP sees the request."""
+
+    def __init__(self, app: ASGIApp, keys: ApiKeys) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        principal = self._principal(scope)
+        if principal is None:
+            await _unauthorized(send, self.keys.enabled)
+            return
+        scope[PRINCIPAL_SCOPE_KEY] = principal
+        await self.app(scope, receive, send)
+
+    def _principal(self, scope: Scope) -> str | None:
+        if not self.keys.enabled:
+            client = scope.get("client")
+            return ANONYMOUS if is_loopback(client[0] if client else None) else None
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and token:
+                    return self.keys.identify(token.strip())
+        return None
+
+
+async def _unauthorized(send: Send, keys_enabled: bool) -> None:
+    message = (
+        "missing or unknown API key: send 'Authorization: Bearer <key>'"
+        if keys_enabled
+        else "anonymous access is allowed only from loopback; configure [[gateway.clients]] keys"
+    )
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32001, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"www-authenticate", b'Bearer realm="interlock"')]
+    await send({"type": "http.response.start", "status": 401, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

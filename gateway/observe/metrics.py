@@ -1,0 +1,38 @@
+"""Prometheus metrics on the gateway's own registry (never the process-global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Buckets from 0.5 ms: the gateway's own overhead lives well below the usual 5 ms first bucket.
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.tool_calls = Counter(
+            "interlock_tool_calls",
+            "Tool calls handled, by outcome (ok, tool_error, input_required, or a gateway error code).",
+            ["server", "tool", "outcome"],
+            registry=self.registry,
+        )
+        self.tool_call_duration = Histogram(
+            "interlock_tool_call_duration_seconds",
+            "Time from receiving a tool call to answering it, guards included.",
+            ["server", "tool"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.upstream_up = Gauge(
+            "interlock_upstream_up", "1 when the upstream is connected.", ["server"], registry=self.registry
+        )
+        self.upstream_restarts = Counter(
+            "interlock_upstream_restarts",
+            "Reconnections (and restarts of stdio processes) per upstream.",
+            ["server"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,34 @@
+"""The observer around the whole chain: one place that records what every call became.
+
+Guards report their decision through the call's outcome (a result or a typed error), so metrics
+never need code inside each guard.
+"""
+
+from __future__ import annotations
+
+import time
+
+from gateway.core import CallNext, ToolCall, ToolResult
+from gateway.core.errors import GatewayError
+from gateway.observe.metrics import Metrics
+
+
+def observed(chain: CallNext, metrics: Metrics) -> CallNext:
+    calls = metrics.tool_calls
+    duration = metrics.tool_call_duration
+
+    async def run(call: ToolCall) -> ToolResult:
+        started = time.perf_counter()
+        outcome = "internal_error"
+        try:
+            result = await chain(call)
+            outcome = "input_required" if result.input_required else "tool_error" if result.is_error else "ok"
+            return result
+        except GatewayError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            calls.labels(call.server, call.tool, outcome).inc()
+            duration.labels(call.server, call.tool).observe(time.perf_counter() - started)
+
+    return run

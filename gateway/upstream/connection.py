@@ -1,0 +1,113 @@
+"""One live, shared connection to an upstream, and the raw request path through it.
+
+Requests go through the SDK dispatcher as plain dicts: results reach the agent as the upstream
+sent them (unknown fields, ``_meta``, ``input_required`` and its ``requestState`` intact). The
+dispatcher mints the JSON-RPC id, so many agents can share the connection with colliding ids of
+their own; the gateway supplies ids it can recognise (``il-<n>``) to correlate HTTP statuses.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+from mcp import Client
+from mcp.shared.dispatcher import CallOptions
+from mcp.shared.exceptions import MCPError
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, CONNECTION_CLOSED, REQUEST_TIMEOUT
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from gateway.core.backchannel import current_backchannel
+from gateway.core.errors import GatewayError
+from gateway.upstream.backroute import BackRouter
+from gateway.upstream.translate import from_exception
+from gateway.upstream.transport import HttpStatusLog
+
+_LIST_PAGE_CAP = 100
+# Errors the SDK raises itself (not the upstream): they describe the connection, not the call.
+_SDK_LOCAL_CODES = (
+    CONNECTION_CLOSED,
+    REQUEST_TIMEOUT,
+)  # an upstream whose cursors never end must not hang the catalog
+
+
+class UpstreamConnection:
+    def __init__(
+        self, server: str, client: Client, router: BackRouter, status_log: HttpStatusLog | None
+    ) -> None:
+        self.server = server
+        self.client = client
+        self.router = router
+        self.status_log = status_log
+        self.protocol_version = client.protocol_version
+        self.modern = self.protocol_version in MODERN_PROTOCOL_VERSIONS
+        self.closed = anyio.Event()
+        self._ids = itertools.count(1)
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        return self.client.server_capabilities.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+    async def request(
+        self, method: str, params: Mapping[str, Any] | None, *, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """Send one request and return the raw result.
+
+        Transport failures come back as ``GatewayError``; a JSON-RPC error the upstream chose to
+        send stays an ``MCPError`` so non-tool methods can forward it unchanged.
+        """
+        session = self.client.session
+        rid = f"il-{next(self._ids)}"
+        out = dict(params or {})
+        meta = dict(out.get("_meta") or {})
+        out["_meta"] = meta
+        channel = current_backchannel.get()
+        opts: CallOptions = {"request_id": rid}
+        if timeout_s is not None:
+            opts["timeout"] = timeout_s
+        client_token = meta.pop("progressToken", None)
+        if channel is not None and client_token is not None:
+            opts["on_progress"] = channel.progress  # the dispatcher mints a token of its own upstream
+        data: dict[str, Any] = {"method": method, "params": out}
+        session._stamp(data, opts)
+        if self.modern and channel is not None:
+            # The upstream must see what the calling client can do, not what the gateway can.
+            meta[CLIENT_CAPABILITIES_META_KEY] = dict(channel.capabilities)
+        if not meta:
+            out.pop("_meta", None)
+        if channel is not None:
+            self.router.inflight[rid] = channel
+        try:
+            return await session._dispatcher.send_raw_request(method, out, opts)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except MCPError as exc:
+            status = self.status_log.pop(rid) if self.status_log else None
+            if exc.error.code == CONNECTION_CLOSED:
+                self.closed.set()  # the supervisor reconnects
+            if status is not None or exc.error.code in _SDK_LOCAL_CODES:
+                raise from_exception(self.server, exc, status) from exc
+            raise
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise from_exception(self.server, exc, None) from exc
+        finally:
+            self.router.inflight.pop(rid, None)
+
+    async def list_all(self, method: str, key: str, *, timeout_s: float) -> list[dict[str, Any]]:
+        """Walk every page of a list method and return the raw items."""
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        for _ in range(_LIST_PAGE_CAP):
+            params = {"cursor": cursor} if cursor else None
+            page = await self.request(method, params, timeout_s=timeout_s)
+            batch = page.get(key)
+            if isinstance(batch, list):
+                items.extend(item for item in batch if isinstance(item, dict))
+            cursor = page.get("nextCursor")
+            if not isinstance(cursor, str) or not cursor:
+                break
+        return items

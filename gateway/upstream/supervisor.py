@@ -1,0 +1,287 @@
+"""Keeps one upstream connected: start, health, restart with backoff, and its cached lists."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import anyio
+import mcp_types as types
+from anyio.abc import TaskStatus
+from mcp import Client
+from mcp.client.session import IncomingMessage
+from mcp.client.subscriptions import ResourceUpdated
+
+from gateway import __version__
+from gateway.config import HttpServer, StdioServer
+from gateway.upstream import lists
+from gateway.upstream.backroute import BackRouter
+from gateway.upstream.connection import UpstreamConnection
+from gateway.upstream.transport import HttpStatusLog, StderrPump, http_transport, stdio_transport
+
+log = logging.getLogger("interlock.upstream")
+
+_MODES = {"auto": "auto", "2025-11-25": "legacy", "2026-07-28": "2026-07-28"}
+_HEARTBEAT_S = 15.0
+_STABLE_S = 10.0  # a connection that lived this long resets the restart backoff
+
+
+class UpstreamEvents(Protocol):
+    """What the layers above want to hear about an upstream (metrics, catalog, subscribers)."""
+
+    def on_health(self, server: str, up: bool) -> None: ...
+    def on_restart(self, server: str) -> None: ...
+    def on_lists_changed(self, server: str) -> None: ...
+    def on_resource_updated(self, server: str, uri: str) -> None: ...
+
+
+@dataclass
+class Health:
+    status: Literal["starting", "up", "down"] = "starting"
+    last_error: str | None = None
+    restarts: int = 0
+    since: float = field(default_factory=time.time)
+    protocol_version: str | None = None
+
+
+@dataclass
+class Lists:
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    prompts: list[dict[str, Any]] = field(default_factory=list)
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    templates: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(self, server: str, cfg: StdioServer | HttpServer, events: UpstreamEvents) -> None:
+        self.server = server
+        self.cfg = cfg
+        self.events = events
+        self.health = Health()
+        self.lists = Lists()
+        self.conn: UpstreamConnection | None = None
+        # anyio primitives need a running loop, so they are made when the supervisor starts.
+        self.first_attempt: anyio.Event | None = None
+        self.finished: anyio.Event | None = None
+        self._stopping = False
+        self._scope: anyio.CancelScope | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self.first_attempt = first_attempt = anyio.Event()
+        self.finished = finished = anyio.Event()
+        self._scope = scope = anyio.CancelScope()
+        task_status.started()
+        try:
+            with scope:
+                await self._supervise()
+        finally:
+            first_attempt.set()
+            finished.set()
+
+    async def _supervise(self) -> None:
+        policy = self.cfg.restart if isinstance(self.cfg, StdioServer) else None
+        initial = policy.initial_backoff_s if policy else 0.5
+        ceiling = policy.max_backoff_s if policy else 30.0
+        factor = policy.multiplier if policy else 2.0
+        backoff = initial
+        while not self._stopping:
+            started = time.monotonic()
+            try:
+                await self._serve_once()
+            except Exception as exc:  # any failure of one upstream stays with that upstream
+                self._mark_down(f"{type(exc).__name__}: {exc}"[:300])
+                log.warning("%s: connection failed: %s", self.server, self.health.last_error)
+            finally:
+                if self.first_attempt is not None:
+                    self.first_attempt.set()
+            if self._stopping:
+                break
+            if time.monotonic() - started > _STABLE_S:
+                backoff = initial
+            delay = backoff * random.uniform(0.8, 1.2)
+            log.info("%s: reconnecting in %.1fs", self.server, delay)
+            await anyio.sleep(delay)
+            backoff = min(backoff * factor, ceiling)
+            self.health.restarts += 1
+            self.events.on_restart(self.server)
+
+    def stop(self) -> None:
+        """Close gracefully when connected (so the child is reaped); otherwise stop whatever is pending."""
+        self._stopping = True
+        if self.conn is not None:
+            self.conn.closed.set()
+        elif self._scope is not None:
+            self._scope.cancel()
+
+    async def _serve_once(self) -> None:
+        router = BackRouter(self.server)
+        status_log = HttpStatusLog() if isinstance(self.cfg, HttpServer) else None
+        loop = asyncio.get_running_loop()
+        gone = anyio.Event()
+        if isinstance(self.cfg, StdioServer):
+
+            def child_gone() -> None:
+                loop.call_soon_threadsafe(gone.set)
+
+            pump = StderrPump(self.server, on_eof=child_gone)
+            transport = stdio_transport(self.cfg, pump)
+        else:
+            assert status_log is not None
+            transport = http_transport(self.cfg, status_log)
+        client = Client(
+            transport,
+            mode=_MODES[self.cfg.protocol],
+            sampling_callback=router.sampling,
+            elicitation_callback=router.elicitation,
+            list_roots_callback=router.roots,
+            logging_callback=router.log_message,
+            message_handler=self._on_message,
+            client_info=types.Implementation(name="interlock", version=__version__),
+            cache=None,
+        )
+        # One scope spans the whole connection: the client's task groups must close inside the
+        # scope that opened them. Its deadline bounds only the connect phase.
+        with anyio.CancelScope(deadline=anyio.current_time() + self.cfg.connect_timeout_s) as scope:
+            try:
+                async with client:
+                    conn = UpstreamConnection(self.server, client, router, status_log)
+                    await self._refresh(conn)
+                    scope.deadline = math.inf
+                    await self._serve(conn, client, gone)
+            except BaseExceptionGroup as group:
+                leaf = _first_leaf(group)
+                if isinstance(leaf, anyio.get_cancelled_exc_class()):
+                    raise
+                raise leaf from group
+        if scope.cancelled_caught and not self._stopping:
+            raise TimeoutError(f"no answer within connect_timeout_s={self.cfg.connect_timeout_s}")
+
+    async def _serve(self, conn: UpstreamConnection, client: Client, gone: anyio.Event) -> None:
+        self.conn = conn
+        self._mark_up(conn)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._heartbeat, conn)
+                tg.start_soon(_wait_then_set, gone, conn.closed)
+                if conn.modern:
+                    tg.start_soon(self._listen, client, conn)
+                await conn.closed.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            self.conn = None
+            if not self._stopping:
+                self._mark_down("connection lost")
+                log.warning("%s: connection lost", self.server)
+
+    def _mark_up(self, conn: UpstreamConnection) -> None:
+        self.health.status = "up"
+        self.health.last_error = None
+        self.health.since = time.time()
+        self.health.protocol_version = conn.protocol_version
+        log.info("%s: up (protocol %s, %d tools)", self.server, conn.protocol_version, len(self.lists.tools))
+        self.events.on_health(self.server, True)
+        self.events.on_lists_changed(self.server)
+        if self.first_attempt is not None:
+            self.first_attempt.set()
+
+    def _mark_down(self, reason: str) -> None:
+        was_up = self.health.status == "up"
+        self.health.status = "down"
+        self.health.last_error = reason
+        self.health.since = time.time()
+        self.events.on_health(self.server, False)
+        if was_up:
+            self.events.on_lists_changed(self.server)
+
+    # -- lists -----------------------------------------------------------------------------
+
+    async def _refresh(self, conn: UpstreamConnection) -> None:
+        timeout = self.cfg.connect_timeout_s
+        caps = conn.capabilities
+        fresh = Lists()
+        if "tools" in caps:
+            fresh.tools = lists.valid_tools(
+                self.server, await conn.list_all("tools/list", "tools", timeout_s=timeout)
+            )
+        if "prompts" in caps:
+            raw = await conn.list_all("prompts/list", "prompts", timeout_s=timeout)
+            fresh.prompts = lists.valid_prompts(self.server, raw)
+        if "resources" in caps:
+            raw = await conn.list_all("resources/list", "resources", timeout_s=timeout)
+            fresh.resources = lists.valid_resources(self.server, raw)
+            raw = await conn.list_all("resources/templates/list", "resourceTemplates", timeout_s=timeout)
+            fresh.templates = lists.valid_templates(self.server, raw)
+        self.lists = fresh
+
+    async def refresh_now(self) -> None:
+        conn = self.conn
+        if conn is None:
+            return
+        try:
+            await self._refresh(conn)
+        except Exception as exc:
+            log.warning("%s: could not refresh lists: %s", self.server, exc)
+            return
+        self.events.on_lists_changed(self.server)
+
+    async def _on_message(self, message: IncomingMessage) -> None:
+        if isinstance(message, Exception):
+            log.debug("%s: transport reported %r", self.server, message)
+            return
+        if isinstance(
+            message,
+            types.ToolListChangedNotification
+            | types.PromptListChangedNotification
+            | types.ResourceListChangedNotification,
+        ):
+            await self.refresh_now()
+        elif isinstance(message, types.ResourceUpdatedNotification):
+            self.events.on_resource_updated(self.server, message.params.uri)
+
+    async def _listen(self, client: Client, conn: UpstreamConnection) -> None:
+        """2026-07-28 upstreams announce list changes only on a subscriptions/listen stream."""
+        try:
+            async with client.listen(
+                tools_list_changed=True, prompts_list_changed=True, resources_list_changed=True
+            ) as sub:
+                async for event in sub:
+                    if isinstance(event, ResourceUpdated):
+                        self.events.on_resource_updated(self.server, event.uri)
+                    else:
+                        await self.refresh_now()
+        except Exception as exc:
+            log.info("%s: no list-change stream (%s)", self.server, type(exc).__name__)
+
+    async def _heartbeat(self, conn: UpstreamConnection) -> None:
+        while True:
+            await anyio.sleep(_HEARTBEAT_S)
+            try:
+                with anyio.fail_after(10):
+                    if conn.modern:  # 2026-07-28 has no ping; discover is its cheapest round trip
+                        await conn.client.session.send_discover(conn.protocol_version)
+                    else:
+                        await conn.request("ping", None)
+            except Exception as exc:
+                log.warning("%s: heartbeat failed (%s)", self.server, type(exc).__name__)
+                conn.closed.set()
+                return
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real failure inside nested task-group errors: what a log line should name."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def _wait_then_set(source: anyio.Event, target: anyio.Event) -> None:
+    await source.wait()
+    target.set()

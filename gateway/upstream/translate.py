@@ -1,0 +1,84 @@
+"""Translation of SDK, OS and HTTP failures into the gateway's error set, at the boundary.
+
+Each translated error keeps its cause (``raise ... from exc``) so logs show what really happened,
+while the agent sees one stable shape.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import httpx2
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, REQUEST_TIMEOUT
+
+from gateway.core import errors as e
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Parse Retry-After as delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parsed = email.utils.parsedate_to_datetime(value) if value else None
+    if parsed is None:
+        return None
+    return max(0.0, parsed.timestamp() - time.time())
+
+
+def from_http_status(server: str, status: int, retry_after: str | None) -> e.GatewayError:
+    details = {"http_status": status}
+    wait = retry_after_seconds(retry_after)
+    if status == 401:
+        return e.Unauthorized(f"{server} rejected the gateway's credentials (HTTP 401)", details=details)
+    if status == 403:
+        return e.Forbidden(f"{server} refused the call (HTTP 403)", details=details)
+    if status == 404:
+        return e.NotFound(f"{server} answered HTTP 404", details=details)
+    if status == 409:
+        return e.Conflict(f"{server} answered HTTP 409 Conflict", details=details)
+    if status == 429:
+        return e.UpstreamRateLimited(
+            f"{server} is rate limiting (HTTP 429)", retry_after_s=wait, details=details
+        )
+    if status in (502, 503, 504):
+        return e.UpstreamUnavailable(
+            f"{server} is unavailable (HTTP {status})", retry_after_s=wait, details=details
+        )
+    if status >= 500:
+        return e.UpstreamError(f"{server} failed with HTTP {status}", details=details)
+    return e.UpstreamError(f"{server} answered HTTP {status}", details=details)
+
+
+def from_exception(
+    server: str, exc: BaseException, http_status: tuple[int, str | None] | None
+) -> e.GatewayError:
+    """Classify a failed upstream request. ``http_status`` is what the HTTP layer saw, if anything."""
+    if isinstance(exc, e.GatewayError):
+        return exc
+    if http_status is not None:
+        return from_http_status(server, *http_status)
+    if isinstance(exc, MCPError):
+        code = exc.error.code
+        if code == CONNECTION_CLOSED:
+            return e.UpstreamUnavailable(f"the connection to {server} closed during the call")
+        if code == REQUEST_TIMEOUT:
+            return e.UpstreamTimeout(f"{server} did not answer in time")
+        details = {"jsonrpc_code": code, "upstream_message": exc.error.message[:500]}
+        if code == INVALID_PARAMS:
+            return e.InvalidArguments(
+                f"{server} rejected the arguments: {exc.error.message[:300]}", details=details
+            )
+        return e.UpstreamError(f"{server} answered with an error: {exc.error.message[:300]}", details=details)
+    if isinstance(exc, TimeoutError):
+        return e.UpstreamTimeout(f"{server} did not answer in time")
+    if isinstance(exc, httpx2.TimeoutException):
+        return e.UpstreamTimeout(f"{server} did not answer in time ({type(exc).__name__})")
+    if isinstance(exc, (httpx2.TransportError, OSError, EOFError)):
+        return e.UpstreamUnavailable(f"{server} is unreachable: {type(exc).__name__}")
+    return e.InternalError(f"unexpected failure talking to {server}: {type(exc).__name__}")

@@ -16,8 +16,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 venv: $(STAMP)
 
+# The venv comes first on PATH so `command = "python"` upstreams find the SDK.
 run: $(STAMP)
-	$(BIN)/interlock serve --config servers.toml
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(BIN)/interlock serve --config servers.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

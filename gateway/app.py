@@ -78,7 +78,9 @@ class Gateway:
         return ready, detail
 
     def _rebuild(self) -> None:
-        self.catalog.rebuild({sid: sup.lists for sid, sup in self.pool.supervisors.items() if sup.conn})
+        # A server that dropped keeps its last known tools listed: calls to them answer
+        # upstream_unavailable (retryable, with a hint) instead of a confusing "unknown tool".
+        self.catalog.rebuild({sid: sup.lists for sid, sup in self.pool.supervisors.items()})
 
     # -- upstream events -------------------------------------------------------------------
 

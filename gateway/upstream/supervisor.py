@@ -192,13 +192,10 @@ class Supervisor:
             self.first_attempt.set()
 
     def _mark_down(self, reason: str) -> None:
-        was_up = self.health.status == "up"
         self.health.status = "down"
         self.health.last_error = reason
         self.health.since = time.time()
         self.events.on_health(self.server, False)
-        if was_up:
-            self.events.on_lists_changed(self.server)
 
     # -- lists -----------------------------------------------------------------------------
 

@@ -217,6 +217,10 @@ class StdioServer(ServerBase):
     env: dict[EnvName, str] = Field(default={}, repr=False)
     cwd: NonEmpty | None = None
     restart: RestartPolicy = RestartPolicy()
+    # One process is one upstream instance: a second one would not see the first one's state.
+    # Only a server that keeps no state between calls may get extra instances, one per client
+    # era and capability profile, so that every client is served in its own protocol era.
+    stateless: bool = False
 
 
 class HttpServer(ServerBase):

@@ -91,6 +91,8 @@ class Handlers:
             if result.input_required and ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
                 result = await self._answer_input_requests(call, result, channel)
             return _complete(ctx, dict(result.raw))
+        except MCPError:
+            raise  # an upstream's protocol error, forwarded as sent
         except Exception as exc:
             return _complete(ctx, render(exc, server=entry.server, tool=name, request_id=rid))
         finally:
@@ -198,13 +200,14 @@ class Handlers:
 
     async def set_logging_level(self, ctx: Ctx, params: Any) -> dict[str, Any]:
         level = (ctx.params or {}).get("level")
-        for sid, sup in self.pool.supervisors.items():
-            conn = sup.conn
-            if conn is not None and not conn.modern and "logging" in conn.capabilities:
-                try:
+        caller = build_caller(ctx, self.config.gateway.session_hint_header, self._stdio_session)
+        for sid in self.pool.supervisors:
+            try:
+                conn = await self.pool.connection(sid, caller)
+                if not conn.modern and "logging" in conn.capabilities:
                     await conn.request("logging/setLevel", {"level": level}, timeout_s=5)
-                except Exception as exc:
-                    log.info("%s: logging/setLevel not applied (%s)", sid, type(exc).__name__)
+            except Exception as exc:
+                log.info("%s: logging/setLevel not applied (%s)", sid, type(exc).__name__)
         return {}
 
     # -- shared ----------------------------------------------------------------------------
@@ -213,7 +216,7 @@ class Handlers:
         caller = build_caller(ctx, self.config.gateway.session_hint_header, self._stdio_session)
         token = current_backchannel.set(RequestBackChannel(ctx, caller))
         try:
-            return _complete(ctx, await self.pool.request(server, method, params))
+            return _complete(ctx, await self.pool.request(server, method, params, caller))
         except GatewayError as exc:
             raise protocol_error(exc, server=server, tool=None, request_id=new_request_id()) from exc
         finally:

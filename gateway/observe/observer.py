@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+from mcp.shared.exceptions import MCPError
+
 from gateway.core import CallNext, ToolCall, ToolResult
 from gateway.core.errors import GatewayError
 from gateway.observe.metrics import Metrics
@@ -26,6 +28,9 @@ def observed(chain: CallNext, metrics: Metrics) -> CallNext:
             return result
         except GatewayError as exc:
             outcome = exc.code
+            raise
+        except MCPError:
+            outcome = "protocol_error"  # an upstream's JSON-RPC error, forwarded as sent
             raise
         finally:
             calls.labels(call.server, call.tool, outcome).inc()

@@ -25,12 +25,12 @@ from gateway.upstream.backroute import BackRouter
 from gateway.upstream.translate import from_exception
 from gateway.upstream.transport import HttpStatusLog
 
-_LIST_PAGE_CAP = 100
+_LIST_PAGE_CAP = 100  # an upstream whose cursors never end must not hang the catalog
 # Errors the SDK raises itself (not the upstream): they describe the connection, not the call.
-_SDK_LOCAL_CODES = (
-    CONNECTION_CLOSED,
-    REQUEST_TIMEOUT,
-)  # an upstream whose cursors never end must not hang the catalog
+_SDK_LOCAL_CODES = (CONNECTION_CLOSED, REQUEST_TIMEOUT)
+# Messages of the errors the SDK makes up when an HTTP answer carried no JSON-RPC error of its own.
+# A 400 or 404 that did carry one (e.g. -32021 missing capability) is the upstream speaking.
+_SDK_STAND_INS = ("Server returned an error response", "Not Found", "Session terminated")
 
 
 class UpstreamConnection:
@@ -87,8 +87,10 @@ class UpstreamConnection:
             status = self.status_log.pop(rid) if self.status_log else None
             if exc.error.code == CONNECTION_CLOSED:
                 self.closed.set()  # the supervisor reconnects
-            if status is not None or exc.error.code in _SDK_LOCAL_CODES:
-                raise from_exception(self.server, exc, status) from exc
+            if status is not None and (status[0] not in (400, 404) or exc.error.message in _SDK_STAND_INS):
+                raise from_exception(self.server, exc, status) from exc  # the HTTP status says more
+            if exc.error.code in _SDK_LOCAL_CODES:
+                raise from_exception(self.server, exc, None) from exc
             raise
         except GatewayError:
             raise

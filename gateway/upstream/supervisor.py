@@ -26,6 +26,7 @@ from gateway.upstream.transport import HttpStatusLog, StderrPump, http_transport
 
 log = logging.getLogger("interlock.upstream")
 
+_ALL_PROFILES = frozenset({"elicitation", "sampling", "roots"})
 _MODES = {"auto": "auto", "2025-11-25": "legacy", "2026-07-28": "2026-07-28"}
 _HEARTBEAT_S = 15.0
 _STABLE_S = 10.0  # a connection that lived this long resets the restart backoff
@@ -58,10 +59,33 @@ class Lists:
 
 
 class Supervisor:
-    def __init__(self, server: str, cfg: StdioServer | HttpServer, events: UpstreamEvents) -> None:
+    """One connection lane to an upstream, kept alive.
+
+    The primary lane connects in the configured era (auto-detected by default) and owns the
+    upstream's lists and health. Secondary lanes (``primary=False``) connect in the 2025-11-25 era
+    for callers that need it (see ``UpstreamPool.connection``); if the upstream refuses that era on
+    the first attempt, such a lane gives up for good and the primary lane serves.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        cfg: StdioServer | HttpServer,
+        events: UpstreamEvents,
+        *,
+        mode: str | None = None,
+        primary: bool = True,
+        profile: frozenset[str] = frozenset(),
+    ) -> None:
         self.server = server
         self.cfg = cfg
         self.events = events
+        self.mode = mode or _MODES[cfg.protocol]
+        self.primary = primary
+        self.profile = profile if primary is False or _lanes_possible(cfg) else _ALL_PROFILES
+        """The client capabilities this lane declares at initialize (2025-11-25): exactly those of
+        the callers it serves, so an upstream never believes a client can answer what it cannot."""
+        self.unsupported = False
         self.health = Health()
         self.lists = Lists()
         self.conn: UpstreamConnection | None = None
@@ -97,7 +121,10 @@ class Supervisor:
                 await self._serve_once()
             except Exception as exc:  # any failure of one upstream stays with that upstream
                 self._mark_down(f"{type(exc).__name__}: {exc}"[:300])
-                log.warning("%s: connection failed: %s", self.server, self.health.last_error)
+                log.warning("%s: connection failed (%s): %s", self.server, self.mode, self.health.last_error)
+                if not self.primary and self.health.restarts == 0 and self.health.protocol_version is None:
+                    self.unsupported = True  # the upstream does not speak this era; the primary lane serves
+                    return
             finally:
                 if self.first_attempt is not None:
                     self.first_attempt.set()
@@ -137,10 +164,10 @@ class Supervisor:
             transport = http_transport(self.cfg, status_log)
         client = Client(
             transport,
-            mode=_MODES[self.cfg.protocol],
-            sampling_callback=router.sampling,
-            elicitation_callback=router.elicitation,
-            list_roots_callback=router.roots,
+            mode=self.mode,
+            sampling_callback=router.sampling if "sampling" in self.profile else None,
+            elicitation_callback=router.elicitation if "elicitation" in self.profile else None,
+            list_roots_callback=router.roots if "roots" in self.profile else None,
             logging_callback=router.log_message,
             message_handler=self._on_message,
             client_info=types.Implementation(name="interlock", version=__version__),
@@ -152,7 +179,8 @@ class Supervisor:
             try:
                 async with client:
                     conn = UpstreamConnection(self.server, client, router, status_log)
-                    await self._refresh(conn)
+                    if self.primary:
+                        await self._refresh(conn)
                     scope.deadline = math.inf
                     await self._serve(conn, client, gone)
             except BaseExceptionGroup as group:
@@ -170,7 +198,7 @@ class Supervisor:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeat, conn)
                 tg.start_soon(_wait_then_set, gone, conn.closed)
-                if conn.modern:
+                if conn.modern and self.primary:
                     tg.start_soon(self._listen, client, conn)
                 await conn.closed.wait()
                 tg.cancel_scope.cancel()
@@ -186,8 +214,9 @@ class Supervisor:
         self.health.since = time.time()
         self.health.protocol_version = conn.protocol_version
         log.info("%s: up (protocol %s, %d tools)", self.server, conn.protocol_version, len(self.lists.tools))
-        self.events.on_health(self.server, True)
-        self.events.on_lists_changed(self.server)
+        if self.primary:
+            self.events.on_health(self.server, True)
+            self.events.on_lists_changed(self.server)
         if self.first_attempt is not None:
             self.first_attempt.set()
 
@@ -195,7 +224,8 @@ class Supervisor:
         self.health.status = "down"
         self.health.last_error = reason
         self.health.since = time.time()
-        self.events.on_health(self.server, False)
+        if self.primary:
+            self.events.on_health(self.server, False)
 
     # -- lists -----------------------------------------------------------------------------
 
@@ -219,7 +249,7 @@ class Supervisor:
 
     async def refresh_now(self) -> None:
         conn = self.conn
-        if conn is None:
+        if conn is None or not self.primary:
             return
         try:
             await self._refresh(conn)
@@ -282,3 +312,9 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
 async def _wait_then_set(source: anyio.Event, target: anyio.Event) -> None:
     await source.wait()
     target.set()
+
+
+def _lanes_possible(cfg: StdioServer | HttpServer) -> bool:
+    """Whether other lanes can serve capable 2025-11-25 callers; if not, the primary must declare
+    every capability and the gateway refuses on behalf of callers that lack one."""
+    return isinstance(cfg, HttpServer) or cfg.stateless

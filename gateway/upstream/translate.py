@@ -11,9 +11,19 @@ import time
 
 import httpx2
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, REQUEST_TIMEOUT
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 from gateway.core import errors as e
+
+# JSON-RPC errors about the exchange itself, which the client must see as sent: malformed requests,
+# unknown methods, and the MCP codes for header mismatch, unsupported version, a missing client
+# capability and a required URL elicitation. Everything else an upstream raises during a tool call
+# is a tool failure the model should read.
+PROTOCOL_CODES = frozenset({-32700, -32600, -32601, -32602, -32020, -32021, -32022, -32042})
+
+
+def is_protocol_error(exc: MCPError) -> bool:
+    return exc.error.code in PROTOCOL_CODES
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -70,10 +80,6 @@ def from_exception(
         if code == REQUEST_TIMEOUT:
             return e.UpstreamTimeout(f"{server} did not answer in time")
         details = {"jsonrpc_code": code, "upstream_message": exc.error.message[:500]}
-        if code == INVALID_PARAMS:
-            return e.InvalidArguments(
-                f"{server} rejected the arguments: {exc.error.message[:300]}", details=details
-            )
         return e.UpstreamError(f"{server} answered with an error: {exc.error.message[:300]}", details=details)
     if isinstance(exc, TimeoutError):
         return e.UpstreamTimeout(f"{server} did not answer in time")

@@ -26,7 +26,7 @@ HTTP = '[servers.search]\ntransport = "http"\nurl = "https://x.example"\n'
             STDIO + "timout_s = 5\n",
             "servers.toml: servers.crm.timout_s: unknown key (allowed: namespace, required, allow_tools, "
             "deny_tools, rename, descriptions, timeout_s, connect_timeout_s, protocol, transport, command, "
-            "args, env, cwd, restart); did you mean 'timeout_s'?",
+            "args, env, cwd, restart, stateless); did you mean 'timeout_s'?",
         ),
         (
             "[server.crm]\n",

@@ -2,6 +2,7 @@
 
 - ``fs``: the fixture server over stdio (either era; the gateway picks 2026-07-28),
 - ``fl``: the fixture server over stdio, restricted to the 2025-11-25 handshake era,
+- ``fx``: like ``fl``, but marked stateless, so the gateway may run one instance per client profile,
 - ``fh``: the fixture server over Streamable HTTP,
 each recording the calls it receives, so tests can prove what did or did not reach an upstream.
 """
@@ -35,12 +36,15 @@ class Stack:
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
-    records = {sid: tmp / f"{sid}.jsonl" for sid in ("fs", "fl", "fh")}
+    records = {sid: tmp / f"{sid}.jsonl" for sid in ("fs", "fl", "fx", "fh")}
     with http_fixture(tmp, "--record", str(records["fh"]), name="fh") as upstream:
         config = (
             stdio_server_toml("fs", FIXTURE_SERVER, "--name", "fs", "--record", str(records["fs"]))
             + stdio_server_toml(
                 "fl", FIXTURE_SERVER, "--name", "fl", "--era", "legacy", "--record", str(records["fl"])
+            )
+            + stdio_server_toml(
+                "fx", FIXTURE_SERVER, "--name", "fx", "--era", "legacy", extra="stateless = true"
             )
             + http_server_toml("fh", upstream.mcp_url)
         )

@@ -17,7 +17,7 @@ from tests.e2e.conftest import Stack
 pytestmark = pytest.mark.anyio
 
 ERAS = ["legacy", "2026-07-28"]
-UPSTREAMS = ["fs", "fl", "fh"]
+UPSTREAMS = ["fs", "fl", "fx", "fh"]
 
 
 async def _answer(context: ClientRequestContext, params: types.ElicitRequestParams) -> types.ElicitResult:
@@ -84,7 +84,7 @@ async def test_the_callers_capabilities_travel_with_the_call(stack: Stack, era: 
 @pytest.mark.parametrize("era", ERAS)
 @pytest.mark.parametrize("sid", UPSTREAMS)
 async def test_elicitation_reaches_the_client_that_made_the_call(stack: Stack, era: str, sid: str) -> None:
-    if era != "legacy" and sid == "fl":
+    if era != "legacy" and sid in ("fl", "fx"):
         pytest.skip("a 2025-11-25 upstream cannot ask a 2026-07-28 client; covered by the next test")
     with anyio.fail_after(20):
         async with client(stack, era, elicitation_callback=_answer) as c:
@@ -93,11 +93,37 @@ async def test_elicitation_reaches_the_client_that_made_the_call(stack: Stack, e
     assert (result.structured_content or {})["answer"] == "blue"
 
 
-async def test_a_legacy_upstream_asking_a_modern_client_fails_cleanly(stack: Stack) -> None:
+async def test_a_legacy_upstream_never_believes_a_modern_client_can_answer(stack: Stack) -> None:
+    """A 2026-07-28 client cannot receive server requests, so a stateless 2025-11-25 upstream is
+    told the caller declared no elicitation, and refuses the way the spec says (-32021)."""
     with anyio.fail_after(20):
         async with client(stack, "2026-07-28", elicitation_callback=_answer) as c:
-            result = await c.call_tool("fl__ask", {"question": "favourite colour?"})
-    assert result.is_error
+            with pytest.raises(MCPError) as caught:
+                await c.call_tool("fx__ask", {"question": "favourite colour?"})
+    assert caught.value.error.code == -32021
+
+
+async def test_a_stateful_legacy_upstream_asking_a_modern_client_is_refused_for_it(stack: Stack) -> None:
+    """One process, one connection: the gateway answers the upstream's request on the caller's behalf,
+    as a client without that capability would; this upstream then fails the call with that error."""
+    with anyio.fail_after(20):
+        async with client(stack, "2026-07-28", elicitation_callback=_answer) as c:
+            with pytest.raises(MCPError) as caught:
+                await c.call_tool("fl__ask", {"question": "favourite colour?"})
+    assert "elicitation/create" in caught.value.error.message
+
+
+async def test_a_legacy_upstream_sees_the_capabilities_the_caller_declared(stack: Stack) -> None:
+    with anyio.fail_after(20):
+        async with client(stack, "legacy") as plain:
+            with pytest.raises(MCPError) as caught:
+                await plain.call_tool("fx__ask", {"question": "q?"})
+            bare = (await plain.call_tool("fx__whoami", {})).structured_content or {}
+        async with client(stack, "legacy", elicitation_callback=_answer) as able:
+            rich = (await able.call_tool("fx__whoami", {})).structured_content or {}
+    assert caught.value.error.code == -32021
+    assert "elicitation" not in (bare["client_capabilities"] or {})
+    assert "elicitation" in (rich["client_capabilities"] or {})
 
 
 @pytest.mark.parametrize("sid", ["fs", "fh"])

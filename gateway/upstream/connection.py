@@ -9,6 +9,7 @@ their own; the gateway supplies ids it can recognise (``il-<n>``) to correlate H
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ import anyio
 from mcp import Client
 from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import find_invalid_x_mcp_header, x_mcp_header_map
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, CONNECTION_CLOSED, REQUEST_TIMEOUT
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
@@ -24,6 +26,8 @@ from gateway.core.errors import GatewayError
 from gateway.upstream.backroute import BackRouter
 from gateway.upstream.translate import from_exception
 from gateway.upstream.transport import HttpStatusLog
+
+log = logging.getLogger("interlock.upstream")
 
 _LIST_PAGE_CAP = 100  # an upstream whose cursors never end must not hang the catalog
 # Errors the SDK raises itself (not the upstream): they describe the connection, not the call.
@@ -98,6 +102,30 @@ class UpstreamConnection:
             raise from_exception(self.server, exc, None) from exc
         finally:
             self.router.inflight.pop(rid, None)
+
+    def learn_tools(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Teach the session each tool's ``x-mcp-header`` arguments (2026-07-28).
+
+        Requests are stamped with ``Mcp-Param-*`` headers from this map; the SDK fills it only
+        from its own typed listing, which the gateway does not use. A tool whose annotations are
+        invalid is dropped, as the spec requires of clients.
+        """
+        if not self.modern:
+            return tools
+        kept: list[dict[str, Any]] = []
+        maps: dict[str, Any] = {}
+        for tool in tools:
+            schema = tool.get("inputSchema")
+            reason = find_invalid_x_mcp_header(schema)
+            if reason is not None:
+                log.warning(
+                    "%s: tool %r dropped: invalid x-mcp-header (%s)", self.server, tool.get("name"), reason
+                )
+                continue
+            maps[str(tool["name"])] = x_mcp_header_map(schema)
+            kept.append(tool)
+        self.client.session._x_mcp_header_maps = maps
+        return kept
 
     async def list_all(self, method: str, key: str, *, timeout_s: float) -> list[dict[str, Any]]:
         """Walk every page of a list method and return the raw items."""

@@ -234,9 +234,8 @@ class Supervisor:
         caps = conn.capabilities
         fresh = Lists()
         if "tools" in caps:
-            fresh.tools = lists.valid_tools(
-                self.server, await conn.list_all("tools/list", "tools", timeout_s=timeout)
-            )
+            raw = await conn.list_all("tools/list", "tools", timeout_s=timeout)
+            fresh.tools = conn.learn_tools(lists.valid_tools(self.server, raw))
         if "prompts" in caps:
             raw = await conn.list_all("prompts/list", "prompts", timeout_s=timeout)
             fresh.prompts = lists.valid_prompts(self.server, raw)

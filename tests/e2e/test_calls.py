@@ -204,3 +204,15 @@ async def test_resources_and_prompts_are_aggregated_and_routed(stack: Stack, era
             assert {"fs__greet", "fl__greet", "fh__greet"} <= prompts
             prompt = await c.get_prompt("fl__greet", {"name": "Ada"})
             assert "Ada" in json.dumps(prompt.model_dump(mode="json"))
+
+
+async def test_http_upstreams_are_shared_not_reconnected_per_call(stack: Stack) -> None:
+    """Two clients, four calls: the upstream sees one session the whole time (no per-call handshake)."""
+    sessions = set()
+    with anyio.fail_after(20):
+        for _ in range(2):
+            async with client(stack, "legacy") as c:
+                for _ in range(2):
+                    seen = (await c.call_tool("fh__whoami", {})).structured_content or {}
+                    sessions.add((seen.get("headers") or {}).get("mcp-session-id"))
+    assert len(sessions) == 1 and None not in sessions

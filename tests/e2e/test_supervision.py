@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -65,7 +66,9 @@ async def test_an_upstream_that_crashes_is_restarted_and_serves_again(tmp_path: 
         assert result.structured_content == {"text": "again"}
         _, body = http_get(f"{gw.url}/metrics")
         assert 'interlock_upstream_restarts_total{server="up"} 1.0' in body
-        assert "restarting" in gw.log() or "reconnecting" in gw.log()
+        assert "up: reconnecting in" in gw.log()
+        # The child's stderr lands in the gateway log, once per start.
+        assert gw.log().count("interlock.upstream.up: stderr: fixture up starting") == 2
 
 
 async def test_a_malformed_tool_is_excluded_and_the_others_stay(tmp_path: Path) -> None:
@@ -147,3 +150,16 @@ def test_kill_group_helper_reaps(tmp_path: Path) -> None:
     proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
     kill_group(proc)
     assert proc.poll() is not None
+
+
+async def test_readiness_follows_required_upstreams(tmp_path: Path) -> None:
+    config = stdio_server_toml("ok", FIXTURE_SERVER, "--name", "ok") + stdio_server_toml(
+        "needed", "/nonexistent/server.py", extra="connect_timeout_s = 2"
+    )
+    with gateway(config, tmp_path) as gw:
+        assert http_get(f"{gw.url}/healthz")[0] == 200  # alive
+        status, body = http_get(f"{gw.url}/readyz")
+        assert status == 503  # but not ready: a required upstream is down
+        detail = json.loads(body)["upstreams"]
+        assert detail["needed"]["status"] == "down" and detail["needed"]["required"] is True
+        assert detail["ok"]["status"] == "up"

@@ -5,8 +5,10 @@ from gateway.core.call import Caller, ToolCall, ToolResult
 from gateway.core.chain import CallNext, Guard, build_chain
 from gateway.core.clock import Clock, ManualClock, SystemClock
 from gateway.core.errors import GatewayError
+from gateway.core.policy import DEFAULT_POLICY, ResolvedPolicy
 
 __all__ = [
+    "DEFAULT_POLICY",
     "BackChannel",
     "CallNext",
     "Caller",
@@ -14,6 +16,7 @@ __all__ = [
     "GatewayError",
     "Guard",
     "ManualClock",
+    "ResolvedPolicy",
     "SystemClock",
     "ToolCall",
     "ToolResult",

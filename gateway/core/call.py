@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from gateway.core.policy import DEFAULT_POLICY, ResolvedPolicy
+
 
 @dataclass(frozen=True, slots=True)
 class Caller:
@@ -54,6 +56,12 @@ class ToolCall:
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Fields of the request params besides name/arguments/_meta (e.g. inputResponses,
     requestState in 2026-07-28), forwarded byte for byte."""
+    policy: ResolvedPolicy = DEFAULT_POLICY
+    """The policy this call runs under, set by the first step of the chain."""
+    input_schema: Mapping[str, Any] | None = None
+    output_schema: Mapping[str, Any] | None = None
+    schema_version: str = ""
+    """A digest of the tool definition: compiled validators are cached per tool version."""
 
     def with_changes(self, **changes: Any) -> ToolCall:
         return replace(self, **changes)
@@ -68,6 +76,12 @@ class ToolResult:
     """
 
     raw: Mapping[str, Any]
+    notes: tuple[str, ...] = ()
+    """Decisions guards took without refusing (``invalid_output``, ``result_truncated``, ...),
+    counted by the observer."""
+
+    def noted(self, note: str) -> ToolResult:
+        return ToolResult(self.raw, (*self.notes, note))
 
     @property
     def is_error(self) -> bool:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
+import anyio
+import anyio.lowlevel
+
 
 class Clock(Protocol):
     def monotonic(self) -> float: ...
     def wall(self) -> float: ...
+    async def sleep(self, seconds: float) -> None: ...
 
 
 class SystemClock:
@@ -18,6 +22,9 @@ class SystemClock:
     def wall(self) -> float:
         return time.time()
 
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
 
 class ManualClock:
     """A clock tests advance by hand."""
@@ -25,6 +32,7 @@ class ManualClock:
     def __init__(self, start: float = 1_000.0, wall_start: float = 1_700_000_000.0) -> None:
         self._now = start
         self._wall_offset = wall_start - start
+        self.slept: list[float] = []
 
     def monotonic(self) -> float:
         return self._now
@@ -36,3 +44,9 @@ class ManualClock:
         if seconds < 0:
             raise ValueError("time only moves forward")
         self._now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleeping moves the clock instead of waiting; tests see every delay in ``slept``."""
+        self.slept.append(seconds)
+        self.advance(max(0.0, seconds))
+        await anyio.lowlevel.checkpoint()

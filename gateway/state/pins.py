@@ -57,6 +57,7 @@ class MemoryPinStore:
         return accepted
 
 
+_COLUMNS = "server, tool, digest, status, pending, first_seen, changed_at"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pins (
     server TEXT NOT NULL, tool TEXT NOT NULL, digest TEXT NOT NULL, status TEXT NOT NULL,
@@ -82,9 +83,7 @@ class SqlitePinStore:
 
     def all_sync(self) -> list[Pin]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT server, tool, digest, status, pending, first_seen, changed_at FROM pins ORDER BY server, tool"
-            ).fetchall()
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM pins ORDER BY server, tool").fetchall()
         return [Pin(*row) for row in rows]
 
     def put_sync(self, pin: Pin) -> None:
@@ -102,9 +101,7 @@ class SqlitePinStore:
                 (server, tool),
             )
             row = self._db.execute(
-                "SELECT server, tool, digest, status, pending, first_seen, changed_at FROM pins "
-                "WHERE server = ? AND tool = ?",
-                (server, tool),
+                f"SELECT {_COLUMNS} FROM pins WHERE server = ? AND tool = ?", (server, tool)
             ).fetchone()
         return Pin(*row) if row else None
 

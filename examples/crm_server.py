@@ -9,21 +9,17 @@ process presents; over HTTP an `Authorization: Bearer ...` header takes preceden
 
 from __future__ import annotations
 
-import argparse
 import hmac
 import json
 import os
-import socket
 from typing import Annotated, Any, Literal
 
-import anyio
-import uvicorn
+import _serve
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
-from starlette.types import ASGIApp
 
 CustomerId = Annotated[str, Field(pattern=r"^C[0-9]{6}$", description="Customer id, e.g. C000123")]
 
@@ -161,28 +157,5 @@ async def require_token(ctx: ServerRequestContext[Any, Any], call_next: CallNext
 mcp.middleware.append(require_token)
 
 
-async def serve_http(app: ASGIApp, port: int) -> None:
-    # Listen before printing, so a caller that reads the port (e.g. with --port 0) can connect at once.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(128)
-    print(f"LISTENING {sock.getsockname()[1]}", flush=True)
-    await uvicorn.Server(uvicorn.Config(app, log_level="warning")).serve(sockets=[sock])
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
-    parser.add_argument("--port", type=int, default=8101, help="0 picks a free port")
-    args = parser.parse_args()
-    if args.transport == "http":
-        anyio.run(serve_http, mcp.streamable_http_app(), args.port)
-    else:
-        anyio.run(mcp.run_stdio_async)
-
-
 if __name__ == "__main__":
-    main()
+    _serve.main(mcp, __doc__, 8101)

@@ -16,16 +16,14 @@ tools/call itself with the real status code (429 with `Retry-After: 2`, 401 with
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
-import socket
 import zlib
 from typing import Annotated, Literal
 
+import _serve
 import anyio
-import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
@@ -216,29 +214,10 @@ class StatusGate:
         await Response(body, status, headers, media_type="application/json")(scope, receive, send)
 
 
-async def serve_http(app: ASGIApp, port: int) -> None:
-    # Listen before printing, so a caller that reads the port (e.g. with --port 0) can connect at once.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(128)
-    print(f"LISTENING {sock.getsockname()[1]}", flush=True)
-    await uvicorn.Server(uvicorn.Config(app, log_level="warning")).serve(sockets=[sock])
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
-    parser.add_argument("--port", type=int, default=8103, help="0 picks a free port")
-    args = parser.parse_args()
-    if args.transport == "http":
-        BEHAVIOUR.decided_by_http_gate = True
-        anyio.run(serve_http, StatusGate(mcp.streamable_http_app()), args.port)
-    else:
-        anyio.run(mcp.run_stdio_async)
+def _gate(app: ASGIApp) -> ASGIApp:
+    BEHAVIOUR.decided_by_http_gate = True
+    return StatusGate(app)
 
 
 if __name__ == "__main__":
-    main()
+    _serve.main(mcp, __doc__, 8103, wrap=_gate)

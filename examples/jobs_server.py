@@ -10,18 +10,14 @@ result, which is exactly what stuck-polling detection has to notice.
 
 from __future__ import annotations
 
-import argparse
 import os
-import socket
 import time
 from typing import Annotated, Literal
 
-import anyio
-import uvicorn
+import _serve
 from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel
-from starlette.types import ASGIApp
 
 
 class Job(BaseModel):
@@ -67,28 +63,5 @@ def get_status(job_id: str) -> Annotated[CallToolResult, Job]:
     )
 
 
-async def serve_http(app: ASGIApp, port: int) -> None:
-    # Listen before printing, so a caller that reads the port (e.g. with --port 0) can connect at once.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(128)
-    print(f"LISTENING {sock.getsockname()[1]}", flush=True)
-    await uvicorn.Server(uvicorn.Config(app, log_level="warning")).serve(sockets=[sock])
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
-    parser.add_argument("--port", type=int, default=8102, help="0 picks a free port")
-    args = parser.parse_args()
-    if args.transport == "http":
-        anyio.run(serve_http, mcp.streamable_http_app(), args.port)
-    else:
-        anyio.run(mcp.run_stdio_async)
-
-
 if __name__ == "__main__":
-    main()
+    _serve.main(mcp, __doc__, 8102)

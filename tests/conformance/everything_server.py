@@ -854,7 +854,7 @@ async def serve_http(port: int) -> None:
         retry_interval=100,  # ms, sent as the SSE retry field (SEP-1699 polling)
         host="127.0.0.1",  # enables the SDK's DNS-rebinding protection for localhost
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY on accept
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     sock.listen(128)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import difflib
 import fnmatch
+import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import Config
+from gateway.core import Caller, ToolCall
 
 log = logging.getLogger("interlock.catalog")
 
@@ -31,11 +33,39 @@ class ToolEntry:
     exposed_name: str
     definition: Mapping[str, Any]
     """The tool as listed to agents: exposed name, description override applied."""
+    digest: str = ""
+    """Hash of the upstream's own definition (name, description, schemas, annotations): the tool's
+    version, for validator caches and for pinning."""
 
     @property
     def annotations(self) -> Mapping[str, Any]:
         ann = self.definition.get("annotations")
         return ann if isinstance(ann, Mapping) else {}
+
+    def call(
+        self,
+        arguments: Mapping[str, Any],
+        caller: Caller,
+        request_id: str,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> ToolCall:
+        """The ``ToolCall`` for calling this tool: one place that knows what a call carries."""
+        return ToolCall(
+            server=self.server,
+            tool=self.upstream_name,
+            exposed_name=self.exposed_name,
+            arguments=arguments,
+            caller=caller,
+            request_id=request_id,
+            meta=meta,
+            annotations=self.annotations,
+            extra=extra or {},
+            input_schema=self.definition.get("inputSchema"),
+            output_schema=self.definition.get("outputSchema"),
+            schema_version=self.digest,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +133,7 @@ class Catalog:
         definition = {**raw, "name": exposed}
         if name in cfg.descriptions:
             definition["description"] = cfg.descriptions[name]
-        return ToolEntry(sid, name, exposed, definition)
+        return ToolEntry(sid, name, exposed, definition, tool_digest(raw))
 
     def expose(self, sid: str, name: str) -> str:
         return f"{sid}{self.sep}{name}" if self.config.servers[sid].namespace else name
@@ -138,6 +168,15 @@ class Catalog:
 
     def uri_for_agent(self, sid: str, uri: str) -> str:
         return self.expose_uri(sid, uri)
+
+
+def tool_digest(raw: Mapping[str, Any]) -> str:
+    """A stable hash of what an agent relies on in a tool definition."""
+    relevant = {
+        k: raw.get(k) for k in ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
+    }
+    canonical = json.dumps(relevant, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _add_unique(target: dict[str, Any], name: str, entry: Any, sid: str, kind: str) -> None:

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent / "gateway"
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "config": {"core"},
-    "guards": {"core", "config"},
+    "guards": {"core", "config", "state"},
     "state": {"core", "config"},
     "upstream": {"core", "config"},
     "catalog": {"core", "config"},
@@ -20,6 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "downstream": {"core", "config", "state", "guards", "upstream", "catalog", "approvals", "observe"},
     "web": {"core", "config", "state", "guards", "upstream", "catalog", "approvals", "observe"},
     "workflows": {"core", "config", "state", "guards", "upstream", "catalog", "approvals", "observe"},
+    "reload": {"core", "config"},
     "app": {
         "core",
         "config",
@@ -32,6 +33,7 @@ ALLOWED: dict[str, set[str]] = {
         "downstream",
         "web",
         "workflows",
+        "reload",
     },
     "cli": {
         "core",
@@ -46,6 +48,7 @@ ALLOWED: dict[str, set[str]] = {
         "web",
         "workflows",
         "app",
+        "reload",
     },
 }
 

@@ -4,6 +4,7 @@ This package depends only on pydantic and the standard library, so that anything
 (upstreams, guards, the CLI's `check`) can import it without pulling in the runtime.
 """
 
+from gateway.config.cel import CelError, Expression, compile_expression
 from gateway.config.errors import ConfigError, Problem
 from gateway.config.interpolate import expand, interpolate
 from gateway.config.loader import load_config
@@ -17,19 +18,30 @@ from gateway.config.models import (
     ServerBase,
     StdioServer,
 )
+from gateway.config.policy import ExplainStep, PolicyContext, PolicySet, explain_text, load_policies
+from gateway.config.policy_loader import PolicyError
 
 __all__ = [
+    "CelError",
     "ClientKey",
     "Config",
     "ConfigError",
+    "ExplainStep",
+    "Expression",
     "GatewaySettings",
     "HttpServer",
+    "PolicyContext",
+    "PolicyError",
+    "PolicySet",
     "Problem",
     "RestartPolicy",
     "Server",
     "ServerBase",
     "StdioServer",
+    "compile_expression",
     "expand",
+    "explain_text",
     "interpolate",
     "load_config",
+    "load_policies",
 ]

@@ -40,6 +40,8 @@ class GatewayError(Exception):
         self.hint = hint if hint is not None else self.default_hint
         self.retry_after_s = retry_after_s
         self.details: dict[str, Any] = dict(details or {})
+        self.extra_content: list[dict[str, Any]] = []
+        """Content blocks rendered after the error's own (e.g. reminders)."""
 
     def payload(self, *, server: str | None, tool: str | None, request_id: str | None) -> dict[str, Any]:
         """The one error shape agents see, on either plane."""
@@ -71,7 +73,10 @@ class UnknownTool(GatewayError):
 
 class InvalidArguments(GatewayError):
     code = "invalid_arguments"
-    default_hint = "Fix the arguments listed in details.violations and call again; do not guess values."
+    default_hint = (
+        "Change the arguments named in details.violations (or in the message) and call again; "
+        "do not guess values."
+    )
 
 
 class InvalidOutput(GatewayError):
@@ -112,7 +117,8 @@ class UpstreamRateLimited(GatewayError):
     code = "upstream_rate_limited"
     retryable = True
     default_hint = (
-        "Wait retry_after_s seconds, then retry; the service is not down, it is asking you to slow down."
+        "Wait retry_after_s seconds (a few seconds if it is null), then retry; the service is not down, "
+        "it is asking you to slow down. Do not report it as down."
     )
 
 
@@ -135,7 +141,10 @@ class UpstreamTimeout(GatewayError):
 
 class UpstreamError(GatewayError):
     code = "upstream_error"
-    default_hint = "The tool failed on the server side. Report the failure; do not invent a result."
+    default_hint = (
+        "The tool failed on the server side. Report the failure; do not invent a result. "
+        "Retrying the same call is unlikely to help."
+    )
 
 
 class OutcomeUnknown(GatewayError):
@@ -170,3 +179,6 @@ ALL_ERRORS: tuple[type[GatewayError], ...] = (
     OutcomeUnknown,
     PayloadTooLarge,
 )
+
+BY_CODE: Mapping[str, type[GatewayError]] = {cls.code: cls for cls in ALL_ERRORS}
+"""Error classes by their stable code: how policy (hints, error patterns) names them."""

@@ -21,7 +21,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.catalog import Catalog, InvalidCursor, paginate
 from gateway.config import Config
-from gateway.core import CallNext, ToolCall, ToolResult, current_backchannel
+from gateway.core import Caller, CallNext, ToolCall, ToolResult, current_backchannel
 from gateway.core.errors import GatewayError, UnknownTool, UpstreamError
 from gateway.downstream.caller import RequestBackChannel, build_caller, new_request_id
 from gateway.downstream.render import protocol_error, render
@@ -36,6 +36,10 @@ _CALL_KEYS = ("name", "arguments", "_meta")
 RESOURCE_NOT_FOUND = -32002
 
 
+Visibility = Callable[[Caller], list[Mapping[str, Any]]]
+"""The tool definitions one caller may see (access policy and pins applied)."""
+
+
 class Pipeline:
     """The current chain. Swapped whole when the policy reloads; requests read it once."""
 
@@ -44,8 +48,16 @@ class Pipeline:
 
 
 class Handlers:
-    def __init__(self, config: Config, catalog: Catalog, pool: UpstreamPool, pipeline: Pipeline) -> None:
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        pool: UpstreamPool,
+        pipeline: Pipeline,
+        visibility: Visibility | None = None,
+    ) -> None:
         self.config = config
+        self.visibility = visibility
         self.catalog = catalog
         self.pool = pool
         self.pipeline = pipeline
@@ -53,15 +65,15 @@ class Handlers:
         self.connections: WeakSet[Any] = WeakSet()
         self.subscribers: dict[str, WeakSet[Any]] = {}
         self._stdio_session = new_request_id()
-        self._tool_list: tuple[int, list[Mapping[str, Any]]] = (-1, [])
 
     # -- tools -----------------------------------------------------------------------------
 
     async def list_tools(self, ctx: Ctx, params: Any) -> dict[str, Any]:
-        version, tools = self._tool_list
-        if version != self.catalog.version:
+        caller = build_caller(ctx, self.config.gateway.session_hint_header, self._stdio_session)
+        if self.visibility is not None:
+            tools = self.visibility(caller)
+        else:
             tools = [entry.definition for entry in self.catalog.tools.values()]
-            self._tool_list = (self.catalog.version, tools)
         return self._page(ctx, "tools", tools, params)
 
     async def call_tool(self, ctx: Ctx, params: Any) -> dict[str, Any]:
@@ -73,15 +85,11 @@ class Handlers:
             raise self._unknown_tool(name, rid)
         caller = build_caller(ctx, self.config.gateway.session_hint_header, self._stdio_session)
         meta = raw.get("_meta")
-        call = ToolCall(
-            server=entry.server,
-            tool=entry.upstream_name,
-            exposed_name=name,
-            arguments=raw.get("arguments") or {},
-            caller=caller,
-            request_id=rid,
+        call = entry.call(
+            raw.get("arguments") or {},
+            caller,
+            rid,
             meta=meta if isinstance(meta, Mapping) else None,
-            annotations=entry.annotations,
             extra={k: v for k, v in raw.items() if k not in _CALL_KEYS},
         )
         channel = RequestBackChannel(ctx, caller)

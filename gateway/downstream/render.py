@@ -29,7 +29,10 @@ def as_gateway_error(exc: BaseException, request_id: str) -> GatewayError:
 def tool_error(err: GatewayError, *, server: str | None, tool: str | None, request_id: str) -> dict[str, Any]:
     body = {"error": err.payload(server=server, tool=tool, request_id=request_id)}
     return {
-        "content": [{"type": "text", "text": json.dumps(body, separators=(",", ":"), default=str)}],
+        "content": [
+            {"type": "text", "text": json.dumps(body, separators=(",", ":"), default=str)},
+            *err.extra_content,
+        ],
         "structuredContent": body,
         "isError": True,
     }

@@ -43,5 +43,18 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.pin_changes = Counter(
+            "interlock_tool_pin_changes",
+            "Tool definitions seen changed upstream since they were pinned.",
+            ["server", "tool"],
+            registry=self.registry,
+        )
+        self.call_notes = Counter(
+            "interlock_call_notes",
+            "Decisions guards took without refusing (invalid_output, result_truncated, reminder, ...).",
+            ["server", "tool", "note"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -18,6 +18,7 @@ from gateway.observe.metrics import Metrics
 def observed(chain: CallNext, metrics: Metrics) -> CallNext:
     calls = metrics.tool_calls
     duration = metrics.tool_call_duration
+    notes = metrics.call_notes
 
     async def run(call: ToolCall) -> ToolResult:
         started = time.perf_counter()
@@ -25,6 +26,8 @@ def observed(chain: CallNext, metrics: Metrics) -> CallNext:
         try:
             result = await chain(call)
             outcome = "input_required" if result.input_required else "tool_error" if result.is_error else "ok"
+            for note in result.notes:
+                notes.labels(call.server, call.tool, note).inc()
             return result
         except GatewayError as exc:
             outcome = exc.code

@@ -81,9 +81,23 @@ def cmd_stdio(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from gateway.config import load_policies
+
     config = _load(args.config)
-    print(f"{args.config}: ok ({len(config.servers)} servers)")
+    try:
+        policies = load_policies(config.policies_dir) if config.policies_dir else None
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    rules = f", {len(policies.rules)} policy rules in {len(policies.files)} files" if policies else ""
+    print(f"{args.config}: ok ({len(config.servers)} servers{rules})")
     return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from gateway.cli.policy import cmd_explain
+
+    return cmd_explain(args, _load(args.config))
 
 
 def cmd_pins(args: argparse.Namespace) -> int:
@@ -115,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (pins_sub.choices["list"], accept):
         p.add_argument("--config", default=argparse.SUPPRESS)
     pins.set_defaults(func=cmd_pins)
+    policy = sub.add_parser("policy", help="inspect the policy")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    explain = policy_sub.add_parser("explain", help="show the rules and resolved policy for one tool")
+    explain.add_argument("tool", help="exposed tool name, e.g. crm__refund")
+    explain.add_argument("--args", default="{}", help="call arguments as JSON, for `when` conditions")
+    explain.add_argument("--client", default="anonymous", help="client name (from [[gateway.clients]])")
+    explain.add_argument("--config", default="servers.toml")
+    explain.set_defaults(func=cmd_policy)
     return parser
 
 

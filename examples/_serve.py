@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
+import anyio.to_thread
 import uvicorn
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from starlette.types import ASGIApp
 
@@ -24,6 +29,26 @@ async def serve_http(app: ASGIApp, port: int) -> None:
     await uvicorn.Server(uvicorn.Config(app, log_level="warning")).serve(sockets=[sock])
 
 
+def _append(path: str, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(line + "\n")
+
+
+def _record_calls(
+    path: str,
+) -> Callable[[ServerRequestContext[Any, Any], CallNext], Awaitable[HandlerResult]]:
+    """Append one JSON line per tools/call received: demos and tests use it to show what reached us."""
+
+    async def record(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method == "tools/call":
+            params = ctx.params or {}
+            line = json.dumps({"tool": params.get("name"), "arguments": params.get("arguments")}, default=str)
+            await anyio.to_thread.run_sync(_append, path, line)
+        return await call_next(ctx)
+
+    return record
+
+
 def main(
     mcp: MCPServer,
     description: str | None,
@@ -36,6 +61,8 @@ def main(
     parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
     parser.add_argument("--port", type=int, default=default_port, help="0 picks a free port")
     args = parser.parse_args()
+    if record_to := os.environ.get("EXAMPLE_RECORD_FILE"):
+        mcp.middleware.insert(0, _record_calls(record_to))
     if args.transport == "http":
         app = mcp.streamable_http_app()
         anyio.run(serve_http, wrap(app) if wrap else app, args.port)

@@ -49,6 +49,7 @@ class PolicyHolder:
             log.error("policy reload (%s) rejected, the running policy stays in force:\n%s", reason, exc)
             return False
         if fresh.digest == self.current.digest:
+            log.info("policy reload (%s): no change", reason)
             return False
         self.current = fresh
         log.info("policy reloaded (%s): %d files, %d rules", reason, len(fresh.files), len(fresh.rules))

@@ -91,10 +91,7 @@ def _violations_of(error: Any, prefix: str) -> list[dict[str, Any]]:
     keyword = str(error.validator) if error.validator is not None else "false"
     path = list(error.absolute_path)
     if keyword == "required" and (missing := _missing(error)):
-        return [
-            {"pointer": pointer_of([*path, name], prefix), "keyword": "required", "expected": "required"}
-            for name in missing
-        ]
+        return [_required(error, path, name, prefix) for name in missing]
     if keyword in _UNKNOWN_PROPERTY and error.validator_value is False:
         unknown = _unknown_properties(error, path, prefix)
         if unknown:
@@ -109,6 +106,23 @@ def _violations_of(error: Any, prefix: str) -> list[dict[str, Any]]:
     if keyword == "enum" and isinstance(error.validator_value, list):
         violation["allowed"] = list(error.validator_value[:MAX_ALLOWED_VALUES])
     return [violation]
+
+
+def _required(error: Any, path: list[Any], name: str, prefix: str) -> dict[str, Any]:
+    violation: dict[str, Any] = {
+        "pointer": pointer_of([*path, name], prefix),
+        "keyword": "required",
+        "expected": "required",
+    }
+    # A missing name next to a stray one that looks like it is the usual hallucination (a typo):
+    # name the stray argument even when the schema allows extra properties.
+    instance, schema = error.instance, error.schema
+    if isinstance(instance, Mapping) and isinstance(schema, Mapping):
+        strays = sorted(str(k) for k in instance if k not in _property_names(schema))
+        close = difflib.get_close_matches(name, strays, n=1, cutoff=0.6)
+        if close:
+            violation["given_as"] = close[0]
+    return violation
 
 
 def _missing(error: Any) -> list[str]:
@@ -228,6 +242,8 @@ def _phrase(violation: Mapping[str, Any]) -> str:
     expected = str(violation.get("expected", ""))
     keyword = violation.get("keyword")
     if keyword == "required":
+        if "given_as" in violation:
+            return f"{name} is required (you sent {violation['given_as']}: rename it)"
         return f"{name} is required"
     if "did_you_mean" in violation:
         return f"remove {name} (did you mean {violation['did_you_mean']}?)"

@@ -67,6 +67,76 @@ class ErrorPattern:
     pattern: re.Pattern[str]
 
 
+StoreFailure = Literal["open", "closed"]
+"""When the shared state store cannot be reached: let calls through, or refuse them."""
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """A circuit breaker with the semantics of the mature ones (sliding window, rates, trials)."""
+
+    enabled: bool = True
+    per_tool: bool = False
+    """Key the breaker on (server, tool) instead of the server alone."""
+    window_size: int = 20
+    """Outcomes kept in the sliding window (count based)."""
+    minimum_calls: int = 10
+    """No decision on rates before this many outcomes are in the window."""
+    failure_rate: float = 0.5
+    """Open when failures / calls in the window reach this."""
+    slow_call_rate: float = 1.0
+    """Open when slow calls / calls reach this (1.0 disables it in practice)."""
+    slow_call_s: float = 10.0
+    half_open_calls: int = 3
+    """Exactly this many trial calls in half-open; the others fail fast."""
+    break_s: float = 10.0
+    """The first open period; it grows while the upstream keeps failing."""
+    max_break_s: float = 300.0
+    break_multiplier: float = 2.0
+    on_store_error: StoreFailure = "open"
+    fallback: Literal["none", "cached", "tool"] = "none"
+    """While open: serve the last good result (read-only tools only), or call ``fallback_tool``."""
+    fallback_tool: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A GCRA limit: ``limit`` calls per ``period_s``, with ``burst`` calls allowed at once."""
+
+    name: str
+    limit: int
+    period_s: float
+    burst: int = 1
+    key: tuple[str, ...] = ("client",)
+    """What the limit counts per: any of client, session, server, tool."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoopSettings:
+    enabled: bool = True
+    action: Literal["warn", "block"] = "block"
+    window_s: float = 600.0
+    max_identical_calls: int = 10
+    """The same call (tool + canonical arguments) this many times in the window is a loop."""
+    max_identical_results: int = 5
+    """The same call getting the same result this many times in a row is stuck polling."""
+    max_failing_retries: int = 3
+    """The same failing call retried unchanged this many times."""
+    max_cycle_repeats: int = 3
+    """A cycle (A-B-A-B, A-B-C-A-B-C) repeated this many times."""
+    max_calls_per_session: int | None = 500
+    max_calls_per_tool_per_session: int | None = 200
+    polling_min_interval_s: float | None = None
+    """Declares the tool a polling tool: calls sooner than this get rate_limited with the exact wait."""
+    on_store_error: StoreFailure = "open"
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyLimit:
+    max_in_flight: int
+    max_queue_wait_s: float = 5.0
+
+
 @dataclass(frozen=True, slots=True)
 class ResolvedPolicy:
     rules: tuple[str, ...] = ()
@@ -89,6 +159,12 @@ class ResolvedPolicy:
     reminder_every: int = 1
     """Re-inject reminders on every Nth matching call of a session (1 = every call)."""
     pinning: Mode = "warn"
+    breaker: BreakerSettings = BreakerSettings()
+    rate_limits: tuple[RateLimit, ...] = ()
+    rate_limit_on_store_error: StoreFailure = "open"
+    concurrency: ConcurrencyLimit | None = None
+    """Per upstream server: calls in flight at once, and how long a call may wait for a slot."""
+    loops: LoopSettings = LoopSettings()
 
     def is_idempotent(self, annotations: Mapping[str, Any]) -> bool:
         """Whether retrying is safe: policy says so, or trusted annotations do."""

@@ -22,11 +22,12 @@ from gateway.downstream.handlers import Handlers, Pipeline
 from gateway.downstream.http import build_http_app
 from gateway.downstream.server import GatewayServer, build_server
 from gateway.guards import GuardDeps, ordered_guards
+from gateway.guards.breaker import STATE_GAUGE
 from gateway.guards.pinning import PinBook, SeenTool
 from gateway.observe.metrics import Metrics
 from gateway.observe.observer import observed
 from gateway.reload import PolicyHolder
-from gateway.state import open_pin_store
+from gateway.state import StorePins, open_store
 from gateway.upstream import UpstreamPool
 
 log = logging.getLogger("interlock")
@@ -42,13 +43,18 @@ class Gateway:
         self.catalog = Catalog(config)
         self.policy = PolicyHolder(config.policies_dir, self._on_policy_change)
         base = config.source.parent if config.source else Path.cwd()
-        self.pins = PinBook(open_pin_store(config.gateway.state, base), self.clock, self._on_pin_change)
+        self.store = open_store(config.gateway.state, base, self.clock)
+        self.pins = PinBook(StorePins(self.store), self.clock, self._on_pin_change)
         self.pool = UpstreamPool(config, events=self, clock=self.clock)
         deps = GuardDeps(
             resolver=lambda call: self.policy.current.resolve_call(call),
             pins=self.pins,
             lookup=self.run_lookup,
             clock=self.clock,
+            store=self.store,
+            on_circuit_state=self._on_circuit_state,
+            on_rate_limited=lambda server, tool: self.metrics.rate_limited.labels(server, tool).inc(),
+            on_loop=lambda kind: self.metrics.loops_detected.labels(kind).inc(),
         )
         self.pipeline = Pipeline(
             observed(build_chain(ordered_guards(deps), self.pool.call_tool), self.metrics)
@@ -81,6 +87,7 @@ class Gateway:
                 self._tg = None
                 with anyio.CancelScope(shield=True):
                     await self.pool.stop()
+                    await self.store.close()
                 tg.cancel_scope.cancel()
 
     def http_app(self) -> Starlette:
@@ -159,6 +166,9 @@ class Gateway:
     def _on_policy_change(self, _: PolicySet) -> None:
         if self._tg is not None:  # access and pinning modes may have changed what is listed
             self._tg.start_soon(self._catalog_changed)
+
+    def _on_circuit_state(self, server: str, tool: str, state: str) -> None:
+        self.metrics.circuit_state.labels(server, tool).set(STATE_GAUGE[state])
 
     def _on_pin_change(self, server: str, tool: str) -> None:
         self.metrics.pin_changes.labels(server, tool).inc()

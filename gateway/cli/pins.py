@@ -13,7 +13,9 @@ from collections.abc import Iterable
 import anyio
 
 from gateway.config import Config
-from gateway.state.pins import Pin, open_pin_store
+from gateway.core.clock import SystemClock
+from gateway.state import open_store
+from gateway.state.pins import Pin, StorePins
 
 
 def upstream_names(config: Config, exposed: str) -> list[tuple[str, str]]:
@@ -45,16 +47,25 @@ def _rows(pins: Iterable[Pin]) -> str:
 
 def cmd_pins(args: argparse.Namespace, config: Config) -> int:
     assert config.source is not None
-    store = open_pin_store(config.gateway.state, config.source.parent)
-    if args.pins_command == "list":
-        pins = anyio.run(store.all)
-        print(_rows(pins) if pins else "no pins recorded yet (start the gateway once)")
-        return 0
-    accepted = []
-    for server, tool in upstream_names(config, args.tool):
-        pin = anyio.run(store.accept, server, tool)
-        if pin is not None:
-            accepted.append(pin)
+    return anyio.run(_pins, args, config)
+
+
+async def _pins(args: argparse.Namespace, config: Config) -> int:
+    assert config.source is not None
+    state = open_store(config.gateway.state, config.source.parent, SystemClock())
+    try:
+        store = StorePins(state)
+        if args.pins_command == "list":
+            pins = await store.all()
+            print(_rows(pins) if pins else "no pins recorded yet (start the gateway once)")
+            return 0
+        accepted = []
+        for server, tool in upstream_names(config, args.tool):
+            pin = await store.accept(server, tool)
+            if pin is not None:
+                accepted.append(pin)
+    finally:
+        await state.close()
     if not accepted:
         print(f"{args.tool}: no pin found (see `interlock pins list`)")
         return 1

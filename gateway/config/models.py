@@ -119,9 +119,12 @@ class GatewaySettings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     call_timeout_s: Seconds = 60
     session_hint_header: HeaderName = "Mcp-Session-Hint"
-    # Where what must survive a restart is kept (tool pins now). A relative sqlite path is relative
-    # to this file's folder; "memory://" keeps nothing across restarts.
-    state: Annotated[str, Field(pattern=r"^(sqlite:///.+|memory://)$")] = "sqlite:///interlock-state.db"
+    # Where guards keep state: counters, breakers, loop histories, pins. A relative sqlite path is
+    # relative to this file's folder; "memory://" keeps nothing across restarts; "redis://host:port/db"
+    # is shared by every replica (docs/state.md).
+    state: Annotated[str, Field(pattern=r"^(sqlite:///.+|memory://.*|rediss?://.+)$")] = (
+        "sqlite:///interlock-state.db"
+    )
 
     @field_validator("clients")
     @classmethod

@@ -6,7 +6,9 @@ How rules combine (the full text is in ``docs/policies.md``):
   file order); a rule matches when its ``match`` globs fit and its ``when`` (if any) is true.
 - A setting a rule sets overrides the value before it (later wins); ``retry`` keys, ``hints`` per
   code and ``arguments`` per argument and constraint merge the same way, key by key.
-- ``references``, ``reminder`` texts and ``error_patterns`` accumulate.
+- ``breaker`` and ``loops`` merge key by key as ``retry`` does; ``concurrency`` is replaced whole.
+- ``references``, ``reminder`` texts and ``error_patterns`` accumulate; ``rate_limits`` accumulate
+  by name, a later limit replacing an earlier one of the same name.
 - ``access = "deny"`` from any matching rule wins over every ``allow`` (deny is sticky); with no
   matching rule setting ``access``, the ``[defaults]`` value holds.
 
@@ -32,7 +34,11 @@ from gateway.config.cel import VARIABLES, CelError, Expression, context_for, onl
 from gateway.config.policy_loader import CompiledRule, LoadedPolicies, Patch, read_policies
 from gateway.core.policy import (
     ArgumentConstraint,
+    BreakerSettings,
+    ConcurrencyLimit,
     ErrorPattern,
+    LoopSettings,
+    RateLimit,
     ReferenceCheck,
     ResolvedPolicy,
     RetrySettings,
@@ -266,6 +272,10 @@ def merge(defaults: Patch, rules: Sequence[CompiledRule]) -> ResolvedPolicy:
     references: list[ReferenceCheck] = []
     reminders: list[str] = []
     patterns: list[ErrorPattern] = []
+    breaker: dict[str, Any] = {}
+    loops: dict[str, Any] = {}
+    limits: dict[str, RateLimit] = {}
+    concurrency: ConcurrencyLimit | None = None
     for patch in (defaults, *(rule.patch for rule in rules)):
         values.update(patch.scalars)
         retry.update(patch.retry)
@@ -276,6 +286,11 @@ def merge(defaults: Patch, rules: Sequence[CompiledRule]) -> ResolvedPolicy:
         if patch.reminder is not None and patch.reminder not in reminders:
             reminders.append(patch.reminder)
         patterns.extend(patch.error_patterns)
+        breaker.update(patch.breaker)
+        loops.update(patch.loops)
+        limits.update((limit.name, limit) for limit in patch.rate_limits)
+        if patch.concurrency is not None:
+            concurrency = patch.concurrency
     said = {rule.patch.access for rule in rules}
     access = "deny" if "deny" in said else "allow" if "allow" in said else defaults.access or "allow"
     return ResolvedPolicy(
@@ -289,8 +304,24 @@ def merge(defaults: Patch, rules: Sequence[CompiledRule]) -> ResolvedPolicy:
         references=tuple(references),
         reminders=tuple(reminders),
         error_patterns=tuple(patterns),
+        breaker=_breaker(breaker),
+        rate_limits=tuple(limits.values()),
+        concurrency=concurrency,
+        loops=replace(LoopSettings(), **loops) if loops else LoopSettings(),
         **values,
     )
+
+
+def _breaker(keys: dict[str, Any]) -> BreakerSettings:
+    settings = replace(BreakerSettings(), **keys) if keys else BreakerSettings()
+    # Each table is checked on its own at load; merged tables may still cross (a rule's
+    # window_size = 5 under [defaults]' minimum_calls = 10). The window never holds more than
+    # window_size outcomes, and a first break cannot exceed the longest.
+    if settings.minimum_calls > settings.window_size:
+        settings = replace(settings, minimum_calls=settings.window_size)
+    if settings.break_s > settings.max_break_s:
+        settings = replace(settings, break_s=settings.max_break_s)
+    return settings
 
 
 def explain_text(policies: PolicySet, ctx: PolicyContext) -> str:
@@ -353,10 +384,59 @@ def _fields(policy: ResolvedPolicy, ctx: PolicyContext) -> list[tuple[str, str]]
         rows.append(
             ("reference", f"{ref.argument} must exist: {ref.tool} {{{lookup}}} (ttl_s={ref.ttl_s:g}{search})")
         )
+    rows += _guard_rows(policy, ctx)
     rows += [(f"hints.{code}", _json(text)) for code, text in policy.hints.items()]
     rows += [("error_pattern", f"{p.code} <- {p.pattern.pattern!r}") for p in policy.error_patterns]
     rows += [("reminder", _json(text)) for text in policy.reminders]
     return rows
+
+
+def _guard_rows(policy: ResolvedPolicy, ctx: PolicyContext) -> list[tuple[str, str]]:
+    """Breaker, rate limits, concurrency and loop detection, as ``key=value`` lists."""
+    breaker = policy.breaker
+    if breaker.enabled:
+        keyed = (
+            f"per tool ({ctx.server!r}, {ctx.tool!r})" if breaker.per_tool else f"per server {ctx.server!r}"
+        )
+        fallback = "" if breaker.fallback == "none" else f" fallback={breaker.fallback}"
+        if breaker.fallback == "tool":
+            fallback += f" fallback_tool={breaker.fallback_tool}"
+        skip = {"enabled", "per_tool", "fallback", "fallback_tool"}
+        shown = f"on, {keyed}: {_settings(breaker, skip)}{fallback}"
+    else:
+        shown = "off"
+    rows = [("breaker", shown)]
+    if not policy.rate_limits:
+        rows.append(("rate_limits", "none"))
+    for limit in policy.rate_limits:
+        rows.append((f"rate_limits.{limit.name}", _settings(limit, {"name"})))
+    rows.append(("rate_limit_on_store_error", policy.rate_limit_on_store_error))
+    pool = policy.concurrency
+    shown = "no limit" if pool is None else f"{_settings(pool)} (for all of server {ctx.server!r})"
+    rows.append(("concurrency", shown))
+    loops = policy.loops
+    quiet = {"enabled"} if loops.polling_min_interval_s is not None else {"enabled", "polling_min_interval_s"}
+    rows.append(("loops", _settings(loops, quiet) if loops.enabled else "off"))
+    return rows
+
+
+def _settings(settings: Any, skip: set[str] | None = None) -> str:
+    """``key=value`` for each field of a core dataclass, as an operator would write it."""
+    return " ".join(
+        f"{name}={_plain(getattr(settings, name))}" for name in settings.__slots__ if name not in (skip or ())
+    )
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, bool):
+        return _toml(value)
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
 
 
 def _toml(value: bool) -> str:

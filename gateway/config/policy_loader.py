@@ -12,7 +12,7 @@ import re
 import tomllib
 import types
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from difflib import get_close_matches
 from pathlib import Path
 from types import MappingProxyType
@@ -24,8 +24,8 @@ from gateway.config.cel import CelError, Expression, compile_expression
 from gateway.config.errors import ConfigError, Problem, _child, _expected, _unwrap, format_path, format_value
 from gateway.config.loader import _in_document_order, _syntax_problem
 from gateway.config.models import PROBLEMS_ERROR, Loc
-from gateway.config.policy_models import PolicyBody, PolicyFile, Reference
-from gateway.core.policy import ErrorPattern, ReferenceCheck
+from gateway.config.policy_models import Concurrency, PolicyBody, PolicyFile, RateLimitTable, Reference
+from gateway.core.policy import ConcurrencyLimit, ErrorPattern, RateLimit, ReferenceCheck
 
 Access = Literal["allow", "deny"]
 SCALARS = (
@@ -37,6 +37,7 @@ SCALARS = (
     "max_result_bytes",
     "pinning",
     "reminder_every",
+    "rate_limit_on_store_error",
 )
 """Settings a later rule simply overrides (``access`` is not one of them: deny is sticky)."""
 
@@ -53,6 +54,10 @@ class Patch:
     references: tuple[ReferenceCheck, ...] = ()
     reminder: str | None = None
     error_patterns: tuple[ErrorPattern, ...] = ()
+    breaker: tuple[tuple[str, Any], ...] = ()
+    rate_limits: tuple[RateLimit, ...] = ()
+    concurrency: ConcurrencyLimit | None = None
+    loops: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +273,29 @@ def _patch(body: PolicyBody, loc: Loc, compiled: dict[Loc, Expression]) -> Patch
         ),
         reminder=body.reminder,
         error_patterns=tuple(ErrorPattern(p.code, re.compile(p.pattern)) for p in body.error_patterns),
+        breaker=present(body.breaker) if body.breaker else (),
+        rate_limits=tuple(_rate_limit(limit) for limit in body.rate_limits),
+        concurrency=_concurrency(body.concurrency),
+        loops=present(body.loops) if body.loops else (),
     )
+
+
+def _rate_limit(table: RateLimitTable) -> RateLimit:
+    # Keys left out keep the core dataclass's defaults (burst 1, per client).
+    limit = RateLimit(name=table.name, limit=table.limit, period_s=table.period_s)
+    if table.burst is not None:
+        limit = replace(limit, burst=table.burst)
+    if table.key is not None:
+        limit = replace(limit, key=tuple(table.key))
+    return limit
+
+
+def _concurrency(table: Concurrency | None) -> ConcurrencyLimit | None:
+    if table is None:
+        return None
+    if table.max_queue_wait_s is None:
+        return ConcurrencyLimit(max_in_flight=table.max_in_flight)
+    return ConcurrencyLimit(max_in_flight=table.max_in_flight, max_queue_wait_s=table.max_queue_wait_s)
 
 
 def _reference(ref: Reference, loc: Loc, compiled: dict[Loc, Expression]) -> ReferenceCheck:

@@ -12,7 +12,15 @@ import re
 from difflib import get_close_matches
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from gateway.config.models import (
@@ -36,6 +44,7 @@ PATTERN_CODES: tuple[str, ...] = tuple(
 gateway's own ``internal_error`` (an upstream's failure is never the gateway's)."""
 
 Mode = Literal["off", "warn", "block"]
+StoreFailure = Literal["open", "closed"]
 PositiveInt = Annotated[int, Field(gt=0), NOT_BOOL_INT]
 NonNegativeInt = Annotated[int, Field(ge=0), NOT_BOOL_INT]
 Number = Annotated[float, Field(allow_inf_nan=False), NOT_BOOL_FLOAT]
@@ -43,6 +52,28 @@ RuleName = Annotated[str, Field(pattern=NAME_PATTERN)]
 ToolName = Annotated[str, Field(pattern=TOOL_NAME_PATTERN)]
 Glob = Annotated[str, Field(min_length=1)]
 Globs = Annotated[list[Glob], Field(min_length=1)]
+Rate = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False), NOT_BOOL_FLOAT]
+"""A fraction of calls, in (0, 1]."""
+Multiplier = Annotated[float, Field(ge=1, allow_inf_nan=False), NOT_BOOL_FLOAT]
+Wait = Annotated[float, Field(ge=0, allow_inf_nan=False), NOT_BOOL_FLOAT]
+"""Seconds that may be 0 (do not wait)."""
+KeyPart = Literal["client", "session", "server", "tool"]
+
+LOOPS_APPROVE = (
+    'loops.action = "approve" needs human approvals, which arrive with the approvals feature; '
+    'use "warn" or "block"'
+)
+
+
+def _no_approve(value: object) -> object:
+    # `approve` is a documented action whose machinery is not there yet: say so, rather than
+    # the generic "expected 'warn' or 'block'".
+    if value == "approve":
+        raise problems_error([((), LOOPS_APPROVE)])
+    return value
+
+
+LoopAction = Annotated[Literal["warn", "block"], BeforeValidator(_no_approve)]
 
 
 def _code_check(allowed: tuple[str, ...]) -> AfterValidator:
@@ -161,6 +192,100 @@ class ErrorPatternTable(_Table):
         return self
 
 
+class Breaker(_Table):
+    """Circuit breaker settings; a rule's table overrides only the keys it sets."""
+
+    enabled: bool | None = None
+    per_tool: bool | None = None
+    """Key the breaker on (server, tool) instead of the server alone."""
+    window_size: PositiveInt | None = None
+    """Outcomes kept in the sliding window (count based)."""
+    minimum_calls: PositiveInt | None = None
+    """No decision on rates before this many outcomes are in the window."""
+    failure_rate: Rate | None = None
+    slow_call_rate: Rate | None = None
+    slow_call_s: Seconds | None = None
+    half_open_calls: PositiveInt | None = None
+    break_s: Seconds | None = None
+    max_break_s: Seconds | None = None
+    break_multiplier: Multiplier | None = None
+    on_store_error: StoreFailure | None = None
+    fallback: Literal["none", "cached", "tool"] | None = None
+    fallback_tool: ToolName | None = None
+    """Exposed name of the tool called instead while the circuit is open (``fallback = "tool"``)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        problems: list[tuple[Loc, str]] = []
+        window, minimum = self.window_size, self.minimum_calls
+        if window is not None and minimum is not None and minimum > window:
+            problems.append((("minimum_calls",), f"must be <= window_size ({window})"))
+        first, longest = self.break_s, self.max_break_s
+        if first is not None and longest is not None and longest < first:
+            problems.append((("max_break_s",), f"must be >= break_s ({first:g})"))
+        if self.fallback == "tool" and self.fallback_tool is None:
+            problems.append(
+                (("fallback_tool",), 'required with fallback = "tool" (the tool to call instead)')
+            )
+        if self.fallback_tool is not None and self.fallback not in (None, "tool"):
+            problems.append(
+                (("fallback_tool",), f'is used only with fallback = "tool", not {self.fallback!r}')
+            )
+        if problems:
+            raise problems_error(problems)
+        return self
+
+
+class RateLimitTable(_Table):
+    """One limit: ``limit`` calls per ``period_s`` (GCRA), counted per ``key``."""
+
+    name: RuleName
+    """Unique in a table; a later rule's limit of the same name replaces the earlier one."""
+    limit: PositiveInt
+    period_s: Seconds
+    burst: PositiveInt | None = None
+    """Calls admitted at once; default 1 (calls evenly spaced, one per ``period_s / limit``)."""
+    key: Annotated[list[KeyPart], Field(min_length=1, json_schema_extra={"uniqueItems": True})] | None = None
+    """What the limit counts per: any of client, session, server, tool; default ``["client"]``."""
+
+    @model_validator(mode="after")
+    def _unique_key(self) -> Self:
+        parts = self.key or []
+        problems: list[tuple[Loc, str]] = [
+            (("key", index), f"{part!r} is already listed (key[{parts.index(part)}])")
+            for index, part in enumerate(parts)
+            if parts.index(part) != index
+        ]
+        if problems:
+            raise problems_error(problems)
+        return self
+
+
+class Concurrency(_Table):
+    """Calls in flight at once per upstream server; always replaced whole by a later rule."""
+
+    max_in_flight: PositiveInt
+    max_queue_wait_s: Wait | None = None
+    """How long a call may wait for a slot before it is refused; default 5, 0 refuses at once."""
+
+
+class Loops(_Table):
+    """Loop detection settings; a rule's table overrides only the keys it sets."""
+
+    enabled: bool | None = None
+    action: LoopAction | None = None
+    window_s: Seconds | None = None
+    max_identical_calls: PositiveInt | None = None
+    max_identical_results: PositiveInt | None = None
+    max_failing_retries: PositiveInt | None = None
+    max_cycle_repeats: PositiveInt | None = None
+    max_calls_per_session: PositiveInt | None = None
+    max_calls_per_tool_per_session: PositiveInt | None = None
+    polling_min_interval_s: Seconds | None = None
+    """Declares the tool a polling tool: calls sooner than this get rate_limited with the wait."""
+    on_store_error: StoreFailure | None = None
+
+
 class PolicyBody(_Table):
     """The settings of ``[defaults]`` and of every rule. ``None``: not set here."""
 
@@ -179,6 +304,30 @@ class PolicyBody(_Table):
     arguments: dict[NonEmpty, Argument] = {}
     references: list[Reference] = []
     error_patterns: list[ErrorPatternTable] = []
+    breaker: Breaker | None = None
+    rate_limits: list[RateLimitTable] = []
+    rate_limit_on_store_error: StoreFailure | None = None
+    concurrency: Concurrency | None = None
+    """Per upstream server, whichever tool the rule matches."""
+    loops: Loops | None = None
+
+    @model_validator(mode="after")
+    def _unique_limit_names(self) -> Self:
+        first: dict[str, int] = {}
+        problems: list[tuple[Loc, str]] = []
+        for index, limit in enumerate(self.rate_limits):
+            if limit.name in first:
+                where = f"rate_limits[{first[limit.name]}]"
+                problems.append(
+                    (
+                        ("rate_limits", index, "name"),
+                        f"duplicate rate limit name {limit.name!r} (first in {where})",
+                    )
+                )
+            first.setdefault(limit.name, index)
+        if problems:
+            raise problems_error(problems)
+        return self
 
 
 class _RuleHead(_Table):

@@ -113,6 +113,36 @@ class RateLimited(GatewayError):
     default_hint = "Wait retry_after_s seconds before calling again; the gateway is limiting this client."
 
 
+class LoopDetected(GatewayError):
+    """The session repeats itself without progress: identical calls, stuck polling, failing retries,
+    cycles. ``details`` carries the evidence (kind, calls, count, span_s, window_s)."""
+
+    code = "loop_detected"
+    default_hint = (
+        "You are repeating the same call without progress. Stop, change your approach, or ask the user."
+    )
+
+
+class CallBudgetExceeded(GatewayError):
+    """The session has made as many calls (in all, or to one tool) as the policy allows."""
+
+    code = "call_budget_exceeded"
+    default_hint = (
+        "This session has used its call budget. Do not retry; finish with what you have, "
+        "or ask the user whether to continue."
+    )
+
+
+class CircuitOpen(GatewayError):
+    code = "circuit_open"
+    retryable = True
+    default_hint = (
+        "The service behind this tool is failing; the gateway stopped calling it for retry_after_s "
+        "seconds. Do not retry before then; use another tool or tell the user it is temporarily "
+        "unavailable. Do not invent a result."
+    )
+
+
 class UpstreamRateLimited(GatewayError):
     code = "upstream_rate_limited"
     retryable = True
@@ -172,6 +202,9 @@ ALL_ERRORS: tuple[type[GatewayError], ...] = (
     NotFound,
     Conflict,
     RateLimited,
+    LoopDetected,
+    CallBudgetExceeded,
+    CircuitOpen,
     UpstreamRateLimited,
     UpstreamUnavailable,
     UpstreamTimeout,

@@ -56,5 +56,24 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.circuit_state = Gauge(
+            "interlock_circuit_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open (tool is empty for a per-server breaker).",
+            ["server", "tool"],
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "interlock_rate_limited",
+            "Calls refused by a rate limit, a concurrency limit or a polling interval.",
+            ["server", "tool"],
+            registry=self.registry,
+        )
+        self.loops_detected = Counter(
+            "interlock_loops_detected",
+            "Loops detected, by kind (identical_calls, stuck_polling, failing_retries, cycle, budgets).",
+            ["kind"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

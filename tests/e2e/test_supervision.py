@@ -58,12 +58,13 @@ async def test_an_upstream_that_crashes_is_restarted_and_serves_again(tmp_path: 
                 first = await c.call_tool("up__crash", {})
                 assert first.is_error
                 assert first.structured_content["error"]["code"] == "upstream_unavailable"
-                while True:  # the supervisor restarts it; the catalog comes back
-                    result = await c.call_tool("up__echo", {"text": "again"})
+                for attempt in range(200):  # the supervisor restarts it; the catalog comes back
+                    # A new text each time: the same failing call repeated would (rightly) be a loop.
+                    result = await c.call_tool("up__echo", {"text": f"again {attempt}"})
                     if not result.is_error:
                         break
                     await anyio.sleep(0.1)
-        assert result.structured_content == {"text": "again"}
+        assert result.structured_content == {"text": f"again {attempt}"}
         _, body = http_get(f"{gw.url}/metrics")
         assert 'interlock_upstream_restarts_total{server="up"} 1.0' in body
         assert "up: reconnecting in" in gw.log()

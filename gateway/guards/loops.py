@@ -1,0 +1,245 @@
+"""Loop detection: refuse (or flag) the call that would continue a loop, before the upstream sees it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from gateway.core import CallNext, Clock, ToolCall, ToolResult
+from gateway.core.errors import CallBudgetExceeded, GatewayError, LoopDetected, RateLimited
+from gateway.core.policy import LoopSettings
+from gateway.guards.loop_detectors import (
+    Evidence,
+    History,
+    budget_evidence,
+    call_fingerprint,
+    error_fingerprint,
+    history_size,
+    loop_evidence,
+    polling_wait,
+    result_fingerprint,
+)
+from gateway.guards.ratelimit import OnLimited, StoreDownLog, ceil_ms, store_down_error
+from gateway.state.base import StateStore, StoreUnavailable
+
+log = logging.getLogger("interlock.guards.loops")
+
+OnDetected = Callable[[str], None]
+"""Called with the evidence's kind on every detection, warned or blocked: the metric
+``interlock_loops_detected_total{kind}``."""
+
+HINTS: dict[str, str] = {
+    "stuck_polling": (
+        "This call keeps returning the same result. Back off and wait much longer before checking "
+        "again, use a webhook or callback if the tool offers one, or ask the user."
+    ),
+    "failing_retries": (
+        "This exact call keeps failing; repeating it unchanged will fail again. Read the error, change "
+        "the arguments or your approach, or ask the user."
+    ),
+    "tool_budget": (
+        "This session has called this tool as often as the policy allows. Do not retry it; finish with "
+        "what you have, or ask the user whether to continue."
+    ),
+}
+"""Hints for the kinds whose remedy differs from the error class's default hint."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    seq: int
+    evidence: Evidence | None
+    """Set in warn mode: the call runs, and its result carries the warning."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    evidence: Evidence
+
+
+@dataclass(frozen=True, slots=True)
+class _TooSoon:
+    wait_s: float
+
+
+def _before(
+    current: dict[str, Any] | None,
+    *,
+    tool: str,
+    fp: str,
+    now: float,
+    settings: LoopSettings,
+) -> tuple[dict[str, Any] | None, _Admitted | _Refused | _TooSoon]:
+    """The pure updater run before the call: judge it, and record it if it may run."""
+    history = History.from_doc(current).within(now, settings.window_s)
+    block = settings.action == "block"
+    evidence = budget_evidence(history, tool, settings)
+    if evidence is not None and block:
+        return history.to_doc(), _Refused(evidence)
+    wait = polling_wait(history.entries, fp, now, settings.polling_min_interval_s)
+    if wait is not None:
+        return history.to_doc(), _TooSoon(wait)
+    evidence = evidence or loop_evidence(history.entries, fp, settings)
+    if evidence is not None and block:
+        return history.to_doc(), _Refused(evidence)
+    admitted, entry = history.admit(tool, fp, now, history_size(settings))
+    return admitted.to_doc(), _Admitted(entry.seq, evidence)
+
+
+def _after(
+    current: dict[str, Any] | None, *, seq: int, fp: str, result: str, failed: bool
+) -> tuple[dict[str, Any] | None, None]:
+    """The pure updater run after the call: its result fingerprint goes onto its entry."""
+    if current is None:
+        return None, None  # the session expired meanwhile: nothing to record against
+    return History.from_doc(current).finish(seq, fp, result, failed).to_doc(), None
+
+
+def refusal(evidence: Evidence) -> GatewayError:
+    """The ``block`` action: the error, its message and hint, and the evidence in ``details``."""
+    cls = CallBudgetExceeded if evidence.is_budget else LoopDetected
+    return cls(
+        f"{cls.code.replace('_', ' ')}: {evidence.describe()}",
+        hint=HINTS.get(evidence.kind),
+        details=evidence.details(),
+    )
+
+
+def warning_block(evidence: Evidence) -> dict[str, str]:
+    """The ``warn`` action: a text block next to the result, like a reminder."""
+    hint = HINTS.get(evidence.kind) or (
+        CallBudgetExceeded.default_hint if evidence.is_budget else LoopDetected.default_hint
+    )
+    body = json.dumps(evidence.details(), separators=(",", ":"))
+    return {"type": "text", "text": f"Loop warning: {evidence.describe()}. {hint} Evidence: {body}"}
+
+
+class LoopDetection:
+    """Refuses the call that would continue a loop in its session, or flags it (policy ``loops``).
+
+    Refuses (action ``block``) with ``loop_detected`` when the session's history shows: the same call
+    (tool + canonical arguments) already ``max_identical_calls`` times in ``window_s``; the same call
+    getting the same result ``max_identical_results`` times in a row (stuck polling); the same call
+    failing ``max_failing_retries`` times in a row (``isError`` or a refusal); or a cycle of 2 to 4
+    distinct calls repeated ``max_cycle_repeats`` times. Refuses with ``call_budget_exceeded`` when the
+    session made ``max_calls_per_session`` calls, or ``max_calls_per_tool_per_session`` to this tool.
+    ``details`` carries the evidence: {kind, calls, count, limit, span_s, window_s}. With action
+    ``warn`` the call runs and a "Loop warning: ..." text block with the same evidence is added to its
+    result (or to a tool-plane error), noted ``loop_warning``. A polling tool
+    (``polling_min_interval_s``) called again with the same arguments too soon gets ``rate_limited``
+    with the exact wait, and that call is not recorded (so it is never counted as a loop).
+
+    Keys on: the session (``caller.session_key``): one JSON document ``loops:{session}`` in the state
+    store, expiring ``window_s`` after the session's last call, with the last ~50 calls (time, tool,
+    call fingerprint, result fingerprint, failed) and the session's call counters. Costs two
+    ``update`` round trips per call: one before (judge and record) and one after (the result). The
+    result is not folded into the next call's round trip because that call may land on another
+    replica, and concurrent calls of a session would lose results. Refused calls cost one round trip
+    and are not recorded. When the store is unavailable, ``loops.on_store_error`` decides: ``open``
+    lets the call through unjudged (logged once a minute), ``closed`` refuses with ``rate_limited``.
+
+    Position: after access (a forbidden call is not a loop to count), before rate limits (a loop is
+    refused as a loop rather than slowly throttled) and before argument validation (repeated invalid
+    calls are loops too: their ``invalid_arguments`` refusals count as failures).
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        clock: Clock,
+        *,
+        on_detected: OnDetected | None = None,
+        on_limited: OnLimited | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.on_detected = on_detected
+        self.on_limited = on_limited
+        self._store_down = StoreDownLog(clock)
+
+    async def __call__(self, call: ToolCall, call_next: CallNext) -> ToolResult:
+        settings = call.policy.loops
+        if not settings.enabled:
+            return await call_next(call)
+        key = f"loops:{call.caller.session_key}"
+        fp = call_fingerprint(call.exposed_name, call.arguments, call.extra)
+        # Wall time: replicas sharing one store must agree on one timeline.
+        now = self.clock.wall()
+        judge = partial(_before, tool=call.exposed_name, fp=fp, now=now, settings=settings)
+        try:
+            verdict = await self.store.update(key, judge, ttl_s=settings.window_s)
+        except StoreUnavailable as exc:
+            if settings.on_store_error == "open":
+                self._store_down.warn("loop detection", exc)
+                return await call_next(call)
+            raise store_down_error("loop detection", exc, {"guard": "loops"}) from exc
+        if isinstance(verdict, _TooSoon):
+            raise self._too_soon(call, settings, verdict.wait_s)
+        if isinstance(verdict, _Refused):
+            self._detected(verdict.evidence)
+            raise refusal(verdict.evidence)
+        assert isinstance(verdict, _Admitted)
+        if verdict.evidence is not None:
+            self._detected(verdict.evidence)
+        return await self._run(call, call_next, key, fp, verdict, settings)
+
+    async def _run(
+        self,
+        call: ToolCall,
+        call_next: CallNext,
+        key: str,
+        fp: str,
+        verdict: _Admitted,
+        settings: LoopSettings,
+    ) -> ToolResult:
+        warning = None if verdict.evidence is None else warning_block(verdict.evidence)
+        try:
+            result = await call_next(call)
+        except GatewayError as err:
+            await self._record(key, verdict.seq, fp, error_fingerprint(err.code, err.message), True, settings)
+            if warning is not None and err.plane == "tool":
+                err.extra_content.append(warning)
+            raise
+        except Exception:
+            # A bug below is still a failed call; cancellation (BaseException) is no outcome at all.
+            await self._record(key, verdict.seq, fp, error_fingerprint("internal_error", ""), True, settings)
+            raise
+        await self._record(key, verdict.seq, fp, result_fingerprint(result.raw), result.is_error, settings)
+        if warning is None or result.input_required:
+            return result
+        raw = dict(result.raw)
+        raw["content"] = [*result.content, warning]
+        return ToolResult(raw, result.notes).noted("loop_warning")
+
+    async def _record(
+        self, key: str, seq: int, fp: str, result: str, failed: bool, settings: LoopSettings
+    ) -> None:
+        finish = partial(_after, seq=seq, fp=fp, result=result, failed=failed)
+        try:
+            await self.store.update(key, finish, ttl_s=settings.window_s)
+        except StoreUnavailable as exc:
+            # The call has run; its result must reach the agent. Only the loop evidence is lost.
+            self._store_down.warn("loop detection (result not recorded)", exc)
+
+    def _too_soon(self, call: ToolCall, settings: LoopSettings, wait_s: float) -> RateLimited:
+        if self.on_limited is not None:
+            self.on_limited(call.server, call.exposed_name)
+        interval = settings.polling_min_interval_s
+        return RateLimited(
+            f"{call.exposed_name} is a polling tool: call it with the same arguments at most once "
+            f"every {interval:g}s",
+            hint=(
+                "Wait retry_after_s seconds before checking again; calling sooner cannot change the "
+                "answer. Use a webhook or callback if the tool offers one."
+            ),
+            retry_after_s=ceil_ms(wait_s),
+            details={"reason": "polling_interval", "polling_min_interval_s": interval},
+        )
+
+    def _detected(self, evidence: Evidence) -> None:
+        if self.on_detected is not None:
+            self.on_detected(evidence.kind)

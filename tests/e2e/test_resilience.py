@@ -57,6 +57,8 @@ async def test_a_forever_pending_job_is_stopped_with_the_evidence(tmp_path: Path
                     pending = await c.call_tool("jobs__get_status", {"job_id": job})
                     assert pending.structured_content["status"] == "pending"
                 stopped = await c.call_tool("jobs__get_status", {"job_id": job})
+        _, metrics = _metrics(gw)
+    assert 'interlock_loops_detected_total{kind="stuck_polling"} 1.0' in metrics
     error = _error(stopped)
     assert error["code"] == "loop_detected"
     assert error["details"]["kind"] == "stuck_polling"
@@ -196,6 +198,8 @@ async def test_two_gateways_share_one_global_rate_limit(tmp_path: Path, redis_ur
             async with anyio.create_task_group() as tg:
                 for gw in (a, b, a, b):
                     tg.start_soon(agent, gw)
+        scraped = _metrics(a)[1] + _metrics(b)[1]
+    assert 'interlock_rate_limited_total{server="fs"' in scraped
     assert admitted + limited == 400
     assert abs(admitted - 100) <= 1, admitted  # one limit across both replicas, within 1%
 

@@ -30,6 +30,7 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.gateway_vs_direct
+	$(BIN)/python -m bench.guards_overhead
 
 conformance: $(STAMP)
 	bash scripts/conformance.sh

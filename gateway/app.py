@@ -27,7 +27,7 @@ from gateway.guards.pinning import PinBook, SeenTool
 from gateway.observe.metrics import Metrics
 from gateway.observe.observer import observed
 from gateway.reload import PolicyHolder
-from gateway.state import StorePins, open_store
+from gateway.state import MemoryStateStore, StorePins, open_store
 from gateway.upstream import UpstreamPool
 
 log = logging.getLogger("interlock")
@@ -43,8 +43,13 @@ class Gateway:
         self.catalog = Catalog(config)
         self.policy = PolicyHolder(config.policies_dir, self._on_policy_change)
         base = config.source.parent if config.source else Path.cwd()
-        self.store = open_store(config.gateway.state, base, self.clock)
-        self.pins = PinBook(StorePins(self.store), self.clock, self._on_pin_change)
+        # What must survive a restart (pins) goes to the configured store. Counters (rate limits,
+        # loop histories, breakers) share it only when it is shared (Redis): with the embedded
+        # SQLite default they stay in memory, where a decision costs microseconds, not a disk write.
+        self.durable = open_store(config.gateway.state, base, self.clock)
+        shared = config.gateway.state.split("://", 1)[0] in ("redis", "rediss", "memory")
+        self.store = self.durable if shared else MemoryStateStore(self.clock)
+        self.pins = PinBook(StorePins(self.durable), self.clock, self._on_pin_change)
         self.pool = UpstreamPool(config, events=self, clock=self.clock)
         deps = GuardDeps(
             resolver=lambda call: self.policy.current.resolve_call(call),
@@ -88,6 +93,8 @@ class Gateway:
                 with anyio.CancelScope(shield=True):
                     await self.pool.stop()
                     await self.store.close()
+                    if self.durable is not self.store:
+                        await self.durable.close()
                 tg.cancel_scope.cancel()
 
     def http_app(self) -> Starlette:

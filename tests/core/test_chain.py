@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.core import Caller, CallNext, ToolCall, ToolResult, build_chain
+from gateway.core import CallNext, ToolCall, ToolResult, build_chain
 from gateway.core.errors import Forbidden
+from tests.calls import tool_call
 
 pytestmark = pytest.mark.anyio
 
 
 def _call() -> ToolCall:
-    return ToolCall(
-        server="crm",
-        tool="get_customer",
-        exposed_name="crm__get_customer",
-        arguments={"customer_id": "C000001"},
-        caller=Caller(principal="agent", session_key="s1"),
-        request_id="r1",
-    )
+    return tool_call()
 
 
 class Recording:

@@ -7,24 +7,17 @@ import re
 
 import pytest
 
-from gateway.core import Caller, ManualClock, ToolCall, ToolResult, build_chain
+from gateway.core import ManualClock, ToolCall, ToolResult, build_chain
 from gateway.core import errors as e
 from gateway.core.policy import ErrorPattern, ResolvedPolicy
 from gateway.guards.classify import Classify, retry_after_from_text
+from tests.calls import tool_call
 
 pytestmark = pytest.mark.anyio
 
 
 def _call(policy: ResolvedPolicy | None = None) -> ToolCall:
-    return ToolCall(
-        server="crm",
-        tool="search",
-        exposed_name="crm__search",
-        arguments={"q": "acme"},
-        caller=Caller(principal="agent", session_key="s1"),
-        request_id="r1",
-        policy=policy or ResolvedPolicy(),
-    )
+    return tool_call("crm", "search", {"q": "acme"}, policy=policy)
 
 
 class Upstream:

@@ -11,6 +11,7 @@ from gateway.core import Caller, ManualClock, ToolCall, ToolResult, build_chain
 from gateway.core.errors import GatewayError, InvalidArguments, NotFound, UpstreamUnavailable
 from gateway.core.policy import ReferenceCheck, ResolvedPolicy
 from gateway.guards.references import ReferenceChecks
+from tests.calls import tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -55,15 +56,8 @@ class Upstream:
 
 
 def _call(arguments: Mapping[str, Any], *checks: ReferenceCheck) -> ToolCall:
-    return ToolCall(
-        server="crm",
-        tool="update_customer",
-        exposed_name="crm__update_customer",
-        arguments=arguments,
-        caller=Caller(principal="agent-7", session_key="s1"),
-        request_id="r1",
-        policy=ResolvedPolicy(references=checks or (CHECK,)),
-    )
+    policy = ResolvedPolicy(references=checks or (CHECK,))
+    return tool_call("crm", "update_customer", arguments, principal="agent-7", policy=policy)
 
 
 def _setup(lookups: Lookups) -> tuple[ManualClock, Upstream, Any]:

@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 
-from gateway.core import Caller, ManualClock, ToolCall, ToolResult, build_chain
+from gateway.core import ManualClock, ToolCall, ToolResult, build_chain
 from gateway.core import errors as e
 from gateway.core.policy import ResolvedPolicy, RetrySettings
 from gateway.guards.classify import Classify
 from gateway.guards.retry import MemoryRetryBudget, Retry
 from gateway.guards.rewrite import Rewrite
 from gateway.guards.timeout import Timeout
+from tests.calls import tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -29,16 +30,7 @@ def _policy(**changes: Any) -> ResolvedPolicy:
 
 
 def _call(policy: ResolvedPolicy, **changes: Any) -> ToolCall:
-    return ToolCall(
-        server="crm",
-        tool="get_customer",
-        exposed_name="crm__get_customer",
-        arguments={"customer_id": "C000001"},
-        caller=Caller(principal="agent", session_key="s1"),
-        request_id="r1",
-        policy=policy,
-        **changes,
-    )
+    return tool_call(policy=policy, **changes)
 
 
 class Upstream:

@@ -8,11 +8,12 @@ import anyio
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from gateway.core import Caller, ManualClock, ToolCall, ToolResult, build_chain
+from gateway.core import ManualClock, ToolCall, ToolResult, build_chain
 from gateway.core import errors as e
 from gateway.core.policy import ResolvedPolicy
 from gateway.guards.classify import Classify
 from gateway.guards.rewrite import Rewrite
+from tests.calls import tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -23,12 +24,10 @@ HINTS = {
 
 
 def _call(policy: ResolvedPolicy | None = None) -> ToolCall:
-    return ToolCall(
-        server="billing",
-        tool="pay",
-        exposed_name="billing__pay",
-        arguments={"invoice": "INV-1"},
-        caller=Caller(principal="agent", session_key="s1"),
+    return tool_call(
+        "billing",
+        "pay",
+        {"invoice": "INV-1"},
         request_id="req-7f3a",
         policy=policy or ResolvedPolicy(hints=HINTS),
     )

@@ -11,11 +11,12 @@ from typing import Any
 import anyio
 import pytest
 
-from gateway.core import Caller, ManualClock, ToolCall, ToolResult, build_chain
+from gateway.core import ManualClock, ToolCall, ToolResult, build_chain
 from gateway.core import errors as e
 from gateway.core.policy import ResolvedPolicy
 from gateway.guards.classify import Classify
 from gateway.guards.timeout import Timeout
+from tests.calls import tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -23,16 +24,8 @@ OK = ToolResult.of_text("ok")
 
 
 def _call(idempotent: bool, timeout_s: float | None = 5.0, **changes: Any) -> ToolCall:
-    return ToolCall(
-        server="crm",
-        tool="create_order",
-        exposed_name="crm__create_order",
-        arguments={"sku": "A1"},
-        caller=Caller(principal="agent", session_key="s1"),
-        request_id="r1",
-        policy=ResolvedPolicy(idempotent=idempotent, timeout_s=timeout_s),
-        **changes,
-    )
+    policy = ResolvedPolicy(idempotent=idempotent, timeout_s=timeout_s)
+    return tool_call("crm", "create_order", {"sku": "A1"}, policy=policy, **changes)
 
 
 class Recorder:

@@ -18,30 +18,15 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from gateway.core.clock import ManualClock, SystemClock
 from gateway.state import SqliteStateStore, StateStore
 from tests.state import (
-    KINDS,
     TEST_LIMIT_S,
     delete_prefix,
     open_redis,
-    open_test_store,
     random_prefix,
     shared_redis_url,
 )
 from tests.support import ROOT
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture(params=KINDS)
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
-) -> AsyncIterator[StateStore]:
-    async with open_test_store(request.param, tmp_path, clock) as opened:
-        yield opened
 
 
 def increment(doc: dict[str, Any] | None) -> tuple[dict[str, Any], int]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import anyio
 import pytest
@@ -12,24 +10,11 @@ import pytest
 from gateway.core.clock import ManualClock
 from gateway.state import StateStore
 from gateway.state.gcra import check_params, decide
-from tests.state import KINDS, TEST_LIMIT_S, open_test_store
+from tests.state import TEST_LIMIT_S
 
 pytestmark = pytest.mark.anyio
 
 EXACT = 1e-9
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture(params=KINDS)
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
-) -> AsyncIterator[StateStore]:
-    async with open_test_store(request.param, tmp_path, clock) as opened:
-        yield opened
 
 
 # -- the pure function ---------------------------------------------------------------------------

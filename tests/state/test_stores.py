@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +12,9 @@ import pytest
 from gateway.core.clock import ManualClock
 from gateway.state import MemoryStateStore, SqliteStateStore, StateStore, StoreUnavailable, open_store
 from gateway.state.redis import RedisStateStore
-from tests.state import KINDS, TEST_LIMIT_S, open_test_store
+from tests.state import TEST_LIMIT_S, open_test_store
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture(params=KINDS)
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
-) -> AsyncIterator[StateStore]:
-    async with open_test_store(request.param, tmp_path, clock) as opened:
-        yield opened
 
 
 def increment(doc: dict[str, Any] | None) -> tuple[dict[str, Any], int]:

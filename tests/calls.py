@@ -1,0 +1,31 @@
+"""One way for unit tests to make a ``ToolCall``: the fields a test does not care about get defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.core import Caller, ResolvedPolicy, ToolCall
+
+
+def tool_call(
+    server: str = "crm",
+    tool: str = "get_customer",
+    arguments: Mapping[str, Any] | None = None,
+    *,
+    principal: str = "agent",
+    session: str = "s1",
+    request_id: str = "r1",
+    policy: ResolvedPolicy | None = None,
+    **changes: Any,
+) -> ToolCall:
+    return ToolCall(
+        server=server,
+        tool=tool,
+        exposed_name=f"{server}__{tool}",
+        arguments=arguments if arguments is not None else {"customer_id": "C000001"},
+        caller=Caller(principal=principal, session_key=session),
+        request_id=request_id,
+        policy=policy or ResolvedPolicy(),
+        **changes,
+    )

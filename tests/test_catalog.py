@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +9,7 @@ import pytest
 
 from gateway.catalog import Catalog, InvalidCursor, paginate
 from gateway.config import Config, load_config
-
-
-@dataclass
-class Lists:
-    tools: list[dict[str, Any]] = field(default_factory=list)
-    prompts: list[dict[str, Any]] = field(default_factory=list)
-    resources: list[dict[str, Any]] = field(default_factory=list)
-    templates: list[dict[str, Any]] = field(default_factory=list)
+from gateway.upstream.supervisor import Lists
 
 
 def _tool(name: str) -> dict[str, Any]:

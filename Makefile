@@ -29,8 +29,7 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.gateway_vs_direct
-	$(BIN)/python -m bench.guards_overhead
+	$(BIN)/python -m bench
 
 conformance: $(STAMP)
 	bash scripts/conformance.sh

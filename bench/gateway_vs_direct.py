@@ -3,9 +3,15 @@
     make bench
     .venv/bin/python -m bench.gateway_vs_direct [--calls 500] [--warmup 50] [--duration 5]
         [--count N] [--clients 16] [--rounds 4] [--eras 2025-11-25,2026-07-28] [--loadgen-procs 1]
+        [--state memory://]
 
 Starts `bench/trivial_server.py` (one `echo` tool, Streamable HTTP) and `interlock serve` in front
 of it (`namespace = false`, so both expose `echo`), each as a subprocess in its own process group.
+Every guard is on, as shipped (`policies/default.toml`), with one bench rule (`BENCH_RULES_TOML`)
+that raises the per-client rate limit and the loop detector's per-session call budgets far above
+what the benchmark makes; the state store is `--state` (`[gateway] state`, default memory://).
+Every call has other arguments (`echo(text="hello <pid>-<n>")`), as a real workload does: the
+same call repeated would be refused as a loop.
 Then, for each downstream era (`mcp.Client(url, mode="legacy")` = 2025-11-25, `mode="2026-07-28"`):
 
 - sequential: one client per path, calls interleaved direct/gateway/direct/... so drift on the
@@ -25,11 +31,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import itertools
 import json
 import math
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -48,7 +56,23 @@ from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 ERAS = {"2025-11-25": "legacy", "2026-07-28": "2026-07-28"}  # era -> mcp.Client(mode=...)
-TOOL, ARGS = "echo", {"text": "hello"}
+TOOL = "echo"
+ARGS_TEMPLATE = {"text": "hello <pid>-<n>"}  # what the JSON reports; every call's text differs
+_CALL_NUMBERS = itertools.count()
+# The guards stay on; this only lifts the limits a benchmark's thousands of calls a second from one
+# client would hit: the shipped per-client rate limit (50/s; same `name`, so it replaces it) and the
+# loop detector's per-session budgets (a 2026-07-28 client without a session hint is one session).
+BENCH_RULES_TOML = """\
+# bench/gateway_vs_direct.py: a busy batch client, every guard still on.
+[[rules]]
+name = "bench-busy-client"
+match = { servers = ["bench"] }
+rate_limits = [{ name = "per-client", limit = 1000000, period_s = 1, burst = 1000000, key = ["client"] }]
+
+[rules.loops]
+max_calls_per_session = 100000000
+max_calls_per_tool_per_session = 100000000
+"""
 CALL_TIMEOUT_S = 30.0  # a call slower than this counts as an error (a hang), not as a latency sample
 TARGETS = {
     "issue_min_throughput_ratio": 0.40,
@@ -59,6 +83,11 @@ TARGETS = {
 
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def next_args() -> dict[str, str]:
+    """Arguments no other call of this run has (unique across the load-generator processes too)."""
+    return {"text": f"hello {os.getpid()}-{next(_CALL_NUMBERS)}"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +170,7 @@ async def _timed_call(client: Any) -> tuple[float, str | None]:
     start = time.perf_counter()
     try:
         with anyio.fail_after(CALL_TIMEOUT_S + 5):
-            result = await client.call_tool(TOOL, ARGS)
+            result = await client.call_tool(TOOL, next_args())
     except Exception as exc:
         return time.perf_counter() - start, describe(exc)
     elapsed = time.perf_counter() - start
@@ -467,14 +496,20 @@ def free_port() -> int:
         return port
 
 
-def start_gateway(workdir: Path, upstream_port: int, log_level: str | None) -> tuple[Proc, int]:
+def start_gateway(workdir: Path, upstream_port: int, log_level: str | None, state: str) -> tuple[Proc, int]:
     port = free_port()
     config = workdir / "servers.toml"
     level = f'log_level = "{log_level}"\n' if log_level else ""
+    policies = workdir / "policies"
+    policies.mkdir()
+    shutil.copy(ROOT / "policies" / "default.toml", policies / "default.toml")
+    (policies / "90-bench.toml").write_text(BENCH_RULES_TOML)
     config.write_text(
         "[gateway]\n"
         'host = "127.0.0.1"\n'
         f"port = {port}\n"
+        'policies = "policies"\n'
+        f"state = {json.dumps(state)}\n"
         f"{level}"
         "\n[servers.bench]\n"
         'transport = "http"\n'
@@ -734,6 +769,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--loadgen-procs", type=int, default=1, help="processes sharing the concurrent clients (1)"
     )
     parser.add_argument(
+        "--state",
+        default="memory://",
+        help="the gateway's [gateway] state: memory:// (default), sqlite:///bench.db (in the temporary "
+        "folder), redis://127.0.0.1:6379/15?prefix=bench: (its keys are left in place)",
+    )
+    parser.add_argument(
         "--gateway-log-level",
         choices=["debug", "info", "warning", "error"],
         help="default: the gateway's own",
@@ -776,7 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             loadgen = LoadGenerators(args.loadgen_procs)  # spawns while the servers start
             upstream, upstream_port = start_upstream(workdir)
             procs.append(upstream)
-            gateway, gateway_port = start_gateway(workdir, upstream_port, args.gateway_log_level)
+            gateway, gateway_port = start_gateway(workdir, upstream_port, args.gateway_log_level, args.state)
             procs.append(gateway)
             direct_url = f"http://127.0.0.1:{upstream_port}/mcp"
             gateway_url = f"http://127.0.0.1:{gateway_port}/mcp"
@@ -810,8 +851,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     # Upstream connection events (lanes up, heartbeats failing...): which upstream session served whom.
     upstream_events = [line for line in gateway_log if "interlock.upstream:" in line]
+    errors = {era: result["errors"] for era, result in eras.items()}
+    failed = sum(errors.values()) > 0
     document = {
         "benchmark": "gateway_vs_direct",
+        "ok": not failed,
+        "errors_total": sum(errors.values()),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code": code,
         "machine": machine_info()
@@ -826,7 +871,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "loadgen_procs": args.loadgen_procs,
             "gateway_log_level": args.gateway_log_level or "default",
             "tool": TOOL,
-            "arguments": ARGS,
+            "arguments": ARGS_TEMPLATE,
+            "state": args.state.split("@")[-1],
+            "policies": ["policies/default.toml (copied)", "90-bench.toml (BENCH_RULES_TOML)"],
             "upstream": "bench/trivial_server.py over Streamable HTTP",
         },
         "eras": eras,
@@ -839,6 +886,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wall_s": round(time.monotonic() - started, 1),
     }
     print(json.dumps(document, indent=2))
+    if failed:
+        for era, result in eras.items():
+            seq = result["detail"]["sequential"]["errors"]
+            conc = {p: result["detail"]["concurrent"][p]["error_kinds"] for p in ("direct", "gateway")}
+            if result["errors"]:
+                log(f"{era}: {result['errors']} errors; sequential {seq}; concurrent {conc}")
+        log(f"FAILED: {sum(errors.values())} calls errored ({errors}); the numbers above are not valid")
+        return 1
     return 0
 
 

@@ -2,7 +2,7 @@
 
     make bench
     .venv/bin/python -m bench.guards_overhead [--calls 20000] [--batches 20] [--warmup 2000]
-        [--attribution-calls 5000] [--profile]
+        [--attribution-calls 5000] [--state memory://] [--skip-unreachable] [--profile]
 
 No network, no SDK, no upstream: the chain ends in an async function that returns a fixed result,
 so what is timed is the guards' own cost. Three pipelines are built the way ``gateway.app`` builds
@@ -13,8 +13,9 @@ the real one, ``observed(build_chain(guards, terminal), Metrics())``:
   from a temporary folder (the shipped ``policies/default.toml`` plus a rule file that turns on,
   for the tool called, argument constraints, a reminder, a hint override, ``idempotent = true``, a
   timeout and a reference check, and gives the client a large rate limit), a ``PinBook`` on a
-  ``MemoryPinStore``, a ``MemoryStateStore``, a ``SystemClock`` and a lookup runner that runs the
-  lookup tool through the full pipeline (its answer is cached after the first call);
+  ``MemoryPinStore``, the state store ``--state`` names (``gateway.state.open_store``: memory by
+  default, ``sqlite:///file.db`` or ``redis://host:6379/15``), a ``SystemClock`` and a lookup
+  runner that runs the lookup tool through the full pipeline (its answer is cached after the first call);
 - issue3: the same list keeping only the guards issue 3 delivered (``ISSUE_3_GUARDS``), in their
   order: the pipeline issue 3's bar is about (within 0.2 ms p50 of bare).
 
@@ -46,7 +47,9 @@ import datetime as dt
 import gc
 import io
 import json
+import logging
 import pstats
+import secrets
 import shutil
 import statistics
 import sys
@@ -56,7 +59,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import anyio
 import anyio.lowlevel
@@ -80,7 +84,7 @@ from gateway.guards.timeout import Timeout
 from gateway.guards.validation import ArgumentValidation, SchemaCache
 from gateway.observe.metrics import Metrics
 from gateway.observe.observer import observed
-from gateway.state import MemoryPinStore, MemoryStateStore
+from gateway.state import MemoryPinStore, StateStore, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_MAX_ADDED_P50_US = 200.0  # issue 3: all guards on, within 0.2 ms p50 of the bare pipeline
@@ -99,6 +103,14 @@ ISSUE_3_GUARDS = (
     Classify,
 )
 """The guards issue 3 delivered, whose cost its bar is about; later guards are measured too."""
+STATE_GUARDS = ("LoopDetection", "RateLimits", "CircuitBreaker", "Concurrency")
+"""Issue 4's guards: they keep their state in the store ``--state`` names."""
+ROUND_TRIPS = {
+    # Network round trips per store operation (docs/state.md): a Redis update reads (HMGET), then
+    # writes with a compare-and-set script; every other operation is one command or script. SQLite
+    # runs every operation as one transaction in a worker thread; memory has none.
+    "redis": {"gcra": 1, "update": 2, "get": 1, "acquire": 1, "release": 1},
+}
 CALLS_PER_SESSION = 100
 """Each session makes this many calls, each with other arguments: busy, and never a loop (the
 loop detector's per-session budgets and repeat thresholds are not reached)."""
@@ -224,6 +236,11 @@ class Setup:
     terminal: CallNext
     pins: PinBook
     clock: SystemClock
+    state_url: str = "memory://"
+    state_base: Path = ROOT
+    """Relative ``sqlite:///`` paths are relative to this (a temporary folder)."""
+    stores: list[StateStore] = field(default_factory=list)
+    wrap_store: Callable[[StateStore], StateStore] | None = None
     full: CallNext | None = None
     """The full pipeline, which the lookup runner calls (set once built)."""
     lookup_calls: int = 0
@@ -251,13 +268,20 @@ class Setup:
             pins=self.pins,
             lookup=self.run_lookup,
             clock=self.clock,
-            store=MemoryStateStore(self.clock),
+            store=self.open_store(),
         )
         guards = ordered_guards(deps)
         cache = schema_cache(guards)
         if cache is not None:
             self.caches.append(cache)
         return guards
+
+    def open_store(self) -> StateStore:
+        """A store on ``--state``, as the gateway opens it. For memory, each guard list gets its own
+        (as a fresh gateway); SQLite and Redis stores share one file or database and prefix."""
+        store = open_store(self.state_url, self.state_base, self.clock)
+        self.stores.append(store)
+        return self.wrap_store(store) if self.wrap_store else store
 
     def pipeline(self, guards: Sequence[Guard]) -> CallNext:
         return observed(build_chain(guards, self.terminal), Metrics())
@@ -288,7 +312,7 @@ def issue_3(guards: Sequence[Guard]) -> list[Guard]:
     return [guard for guard in guards if isinstance(guard, ISSUE_3_GUARDS)]
 
 
-async def build_setup(policy_dir: Path) -> Setup:
+async def build_setup(policy_dir: Path, state_url: str = "memory://", state_base: Path = ROOT) -> Setup:
     shutil.copy(ROOT / "policies" / "default.toml", policy_dir / "default.toml")
     (policy_dir / "50-credit.toml").write_text(RULES_TOML)
     policies = load_policies(policy_dir)
@@ -305,7 +329,7 @@ async def build_setup(policy_dir: Path) -> Setup:
         seen,
         lambda t: policies.resolve(PolicyContext(server=t.server, tool=t.tool, exposed=t.exposed)).pinning,
     )
-    return Setup(policies, entry, lookup_entry, terminal, pins, clock)
+    return Setup(policies, entry, lookup_entry, terminal, pins, clock, state_url, state_base)
 
 
 def policy_summary(setup: Setup) -> dict[str, Any]:
@@ -332,9 +356,167 @@ def policy_summary(setup: Setup) -> dict[str, Any]:
         "rate_limits": [f"{r.name}: {r.limit}/{r.period_s:g}s burst {r.burst}" for r in policy.rate_limits],
         "concurrency": None if policy.concurrency is None else str(policy.concurrency),
         "loops": {"enabled": policy.loops.enabled, "action": policy.loops.action},
-        "state_store": "memory (MemoryStateStore)",
+        "state_store": f"{store_kind(setup.state_url)} ({redact(setup.state_url)})",
         "calls_per_session": CALLS_PER_SESSION,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# the state store
+
+
+def store_kind(url: str) -> str:
+    scheme = url.split("://", 1)[0]
+    return {"rediss": "redis"}.get(scheme, scheme)
+
+
+def redact(url: str) -> str:
+    """The URL without a password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{netloc}"))
+
+
+def with_bench_prefix(url: str) -> str:
+    """A Redis URL with a random ``prefix`` unless it names one: the keys this run writes, and only
+    they, are deleted at the end."""
+    if store_kind(url) != "redis" or any(k == "prefix" for k, _ in parse_qsl(urlsplit(url).query)):
+        return url
+    return f"{url}{'&' if urlsplit(url).query else '?'}prefix=bench-{secrets.token_hex(4)}:"
+
+
+def redis_client(url: str) -> Any:
+    """A plain redis-py client on the store's server and database (Interlock's options dropped)."""
+    import redis.asyncio as aioredis
+
+    parts = urlsplit(url)
+    rest = urlunsplit(parts._replace(query=""))
+    return aioredis.Redis.from_url(rest, socket_timeout=1, socket_connect_timeout=1)
+
+
+async def store_unreachable(url: str) -> str | None:
+    """Why the store cannot be used, or None. Only Redis is checked (a PING)."""
+    if store_kind(url) != "redis":
+        return None
+    client = redis_client(url)
+    try:
+        with anyio.fail_after(3):
+            await client.ping()
+    except Exception as exc:
+        return f"no Redis answers at {redact(url).split('?')[0]}: {type(exc).__name__}: {exc}"
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+    return None
+
+
+async def delete_bench_keys(url: str) -> int:
+    """Delete every key under the run's prefix; how many there were."""
+    prefix = dict(parse_qsl(urlsplit(url).query)).get("prefix")
+    if store_kind(url) != "redis" or not prefix:
+        return 0
+    client = redis_client(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await client.delete(*keys[start : start + 500])
+        return len(keys)
+    finally:
+        await client.aclose()
+
+
+class CountingStore:
+    """A ``StateStore`` that counts the operations (and failures) it forwards. Used only in an
+    untimed pass, so the timed pipelines never pay for the counting."""
+
+    def __init__(self, inner: StateStore) -> None:
+        self.inner = inner
+        self.ops: dict[str, int] = {}
+        self.failures: list[str] = []
+
+    def _count(self, name: str) -> None:
+        self.ops[name] = self.ops.get(name, 0) + 1
+
+    async def _forward(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        self._count(name)
+        try:
+            return await getattr(self.inner, name)(*args, **kwargs)
+        except Exception as exc:
+            self.failures.append(f"{name}: {type(exc).__name__}: {exc}"[:200])
+            raise
+
+    async def gcra(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._forward("gcra", *args, **kwargs)
+
+    async def update(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._forward("update", *args, **kwargs)
+
+    async def get(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._forward("get", *args, **kwargs)
+
+    async def acquire(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._forward("acquire", *args, **kwargs)
+
+    async def release(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._forward("release", *args, **kwargs)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def store_operations(setup: Setup, calls: int = 200) -> dict[str, Any]:
+    """Store operations per call of the full pipeline (and Redis round trips), counted in an
+    untimed pass on a pipeline of its own; any store failure shows here (guards fail open)."""
+    counters: list[CountingStore] = []
+
+    def wrap(store: StateStore) -> StateStore:
+        counters.append(CountingStore(store))
+        return cast(StateStore, counters[-1])
+
+    setup.wrap_store = wrap
+    try:
+        pipeline = setup.pipeline(setup.guards())
+    finally:
+        setup.wrap_store = None
+    await timed(pipeline, setup.make_call, calls, [])
+    ops: dict[str, int] = {}
+    for counter in counters:
+        for name, n in counter.ops.items():
+            ops[name] = ops.get(name, 0) + n
+    per_call = {name: round(n / calls, 3) for name, n in sorted(ops.items())}
+    kind = store_kind(setup.state_url)
+    trips = ROUND_TRIPS.get(kind)
+    return {
+        "calls": calls,
+        "operations_per_call": per_call,
+        "round_trips_per_call": (
+            round(sum(n * trips.get(name, 1) for name, n in ops.items()) / calls, 3)
+            if trips
+            else ("0 (in process)" if kind == "memory" else f"{sum(ops.values()) / calls:g} transactions")
+        ),
+        "failures": sum(len(c.failures) for c in counters),
+        "first_failures": [f for c in counters for f in c.failures][:5],
+    }
+
+
+class ProblemLog(logging.Handler):
+    """Counts the gateway's warnings and errors during the run (a store that fails makes the
+    guards fail open, silently but for a log line)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        self.first: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        if len(self.first) < 5:
+            self.first.append(f"{record.name}: {record.getMessage()}"[:300])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,9 +603,25 @@ def added(bare: Mapping[str, Any], guarded: Mapping[str, Any]) -> dict[str, floa
     return {key: round(guarded[key] - bare[key], 2) for key in ("p50_us", "p90_us", "p99_us", "mean_us")}
 
 
-async def measure(args: argparse.Namespace) -> dict[str, Any]:
+async def measure(args: argparse.Namespace, state_base: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="interlock-bench-guards-") as tmp:
-        setup = await build_setup(Path(tmp))
+        setup = await build_setup(Path(tmp), args.state, state_base)
+    problems = ProblemLog()
+    logging.getLogger("gateway").addHandler(problems)
+    try:
+        return await _measure(args, setup, problems)
+    finally:
+        logging.getLogger("gateway").removeHandler(problems)
+        for store in setup.stores:
+            with contextlib.suppress(Exception):
+                await store.close()
+        with contextlib.suppress(Exception):
+            deleted = await delete_bench_keys(args.state)
+            if deleted:
+                log(f"deleted the run's {deleted} Redis keys")
+
+
+async def _measure(args: argparse.Namespace, setup: Setup, problems: ProblemLog) -> dict[str, Any]:
     full_guards = setup.guards()
     issue3_guards = issue_3(setup.guards())
     pipelines = {
@@ -471,9 +669,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     issue3_added, full_added = added(stats["bare"], stats["issue3"]), added(stats["bare"], stats["full"])
     document: dict[str, Any] = {
+        "state": {"url": redact(args.state), "kind": store_kind(args.state)},
         **stats,
         "added_issue3": issue3_added,
         "added_full": full_added,
+        # What issue 4's guards (loop detection, rate limits, breaker, concurrency) add on top of
+        # issue 3's pipeline, with this store.
+        "added_issue4_over_issue3": added(stats["issue3"], stats["full"]),
         "target": {
             "bar": "issue 3: with its guards on, added p50 within 0.2 ms of the bare pipeline",
             "max_added_p50_us": TARGET_MAX_ADDED_P50_US,
@@ -508,6 +710,20 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             for k, (name, guard) in enumerate(zip(names, full_guards, strict=True), start=1)
         ]
         document["per_guard_chain_without_guards_p50_us"] = prefix[0]["p50_us"]
+        document["issue4_increments_p50_us"] = {
+            row["guard"]: row["increment_p50_us"]
+            for row in document["per_guard"]
+            if row["guard"] in STATE_GUARDS
+        }
+    log("store operations per call (untimed pass)")
+    document["store"] = await store_operations(setup)
+    document["gateway_warnings"] = {"count": problems.count, "first": problems.first}
+    if problems.count or document["store"]["failures"]:
+        log(
+            f"WARNING: the store failed or the gateway warned ({problems.count} warnings, "
+            f"{document['store']['failures']} store failures): the guards may have failed open; "
+            "these numbers do not measure the store"
+        )
     document["checks"] = checks | {"lookups_run": setup.lookup_calls}
     document["policy"] = policy_summary(setup)
     return document
@@ -515,8 +731,17 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 async def profile(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="interlock-bench-guards-") as tmp:
-        setup = await build_setup(Path(tmp))
-    full = setup.full = setup.pipeline(setup.guards())
+        setup = await build_setup(Path(tmp), args.state, Path(tmp))
+        full = setup.full = setup.pipeline(setup.guards())
+        try:
+            await _profile(args, setup, full)
+        finally:
+            for store in setup.stores:
+                await store.close()
+            await delete_bench_keys(args.state)
+
+
+async def _profile(args: argparse.Namespace, setup: Setup, full: CallNext) -> None:
     await timed(full, setup.make_call, args.warmup, [])
     profiler = cProfile.Profile()
     profiler.enable()
@@ -545,6 +770,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="timed calls per chain for the per-guard attribution; 0 skips it (5000)",
     )
     parser.add_argument(
+        "--state",
+        default="memory://",
+        help="the state store of the full pipeline's guards, as [gateway] state: memory:// (default), "
+        "sqlite:///bench.db (relative: in a temporary folder), redis://127.0.0.1:6379/15 (a random "
+        "?prefix=bench-...: is added, and its keys deleted at the end)",
+    )
+    parser.add_argument(
+        "--skip-unreachable",
+        action="store_true",
+        help="if the --state Redis does not answer, print a note and a JSON document saying so, exit 0",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="run --calls through the full pipeline under cProfile and print the top functions to stderr",
@@ -552,6 +789,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.calls < 1 or args.batches < 1 or args.warmup < 0 or args.attribution_calls < 0:
         parser.error("--calls and --batches must be >= 1, --warmup and --attribution-calls >= 0")
+    args.state = with_bench_prefix(args.state)
     if args.batches > args.calls or (args.attribution_calls and args.batches > args.attribution_calls):
         parser.error("--batches cannot exceed --calls or --attribution-calls")
     return args
@@ -559,14 +797,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    unreachable = anyio.run(store_unreachable, args.state, backend="asyncio")
+    if unreachable:
+        log(f"{'skipped' if args.skip_unreachable else 'failed'}: {unreachable}")
+        if not args.skip_unreachable:
+            return 1
+        skipped = {
+            "benchmark": "guards_overhead",
+            "state": {"url": redact(args.state)},
+            "skipped": unreachable,
+        }
+        print(json.dumps(skipped, indent=2))
+        return 0
     if args.profile:
         anyio.run(profile, args, backend="asyncio")
         return 0
     started = time.monotonic()
     load_before = load_average()
     code = git_state()
+    log(f"state store: {redact(args.state)}")
     try:
-        results = anyio.run(measure, args, backend="asyncio")
+        with tempfile.TemporaryDirectory(prefix="interlock-bench-state-") as state_base:
+            results = anyio.run(measure, args, Path(state_base), backend="asyncio")
     except KeyboardInterrupt:
         log("interrupted")
         return 130
@@ -584,6 +836,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "batches": args.batches,
             "warmup": args.warmup,
             "attribution_calls": args.attribution_calls,
+            "state": redact(args.state),
             "event_loop": "asyncio (anyio.run)",
             "terminal": "in-process async function returning a fixed result; never suspends",
             "between_calls": "one untimed event-loop turn (anyio.lowlevel.checkpoint)",

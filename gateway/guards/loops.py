@@ -96,6 +96,19 @@ def _after(
     """The pure updater run after the call: its result fingerprint goes onto its entry."""
     if current is None:
         return None, None  # the session expired meanwhile: nothing to record against
+    # Hot path: touch the one stored entry in place of decoding the whole history (the document
+    # layout is History.to_doc's: [seq, t, tool, fp, result, failed]).
+    entries = current.get("h")
+    if (
+        current.get("v") == 1
+        and isinstance(entries, list)
+        and all(isinstance(e, list) and len(e) == 6 for e in entries)
+    ):
+        updated = [
+            [e[0], e[1], e[2], e[3], result, int(failed)] if e[0] == seq and e[3] == fp else e
+            for e in entries
+        ]
+        return {**current, "h": updated}, None
     return History.from_doc(current).finish(seq, fp, result, failed).to_doc(), None
 
 

@@ -21,6 +21,7 @@ run: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(BIN)/interlock serve --config servers.toml
 
 test: $(STAMP)
+	bash scripts/ensure-redis.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 check: $(STAMP)

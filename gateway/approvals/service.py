@@ -1,0 +1,230 @@
+"""The approval service: create, list, decide (exactly once) and spend approvals in a state store.
+
+Each record is one document, ``approval:{id}``, and every change of its status is one atomic
+``StateStore.update``: two humans approving and denying at once, on two replicas behind Redis or
+two processes on one SQLite file, give exactly one decision and one clear conflict. A small index
+document, ``approvals:index``, lists the ids so ``list()`` works on stores that cannot scan keys.
+
+Time: ``created``/``expires`` are wall-clock epoch seconds from the injected clock. A pending request
+past its expiry *is* expired (and so denied) whether or not anyone has written that down yet.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from gateway.approvals.records import (
+    ApprovalRecord,
+    ApprovalStatus,
+    canonical_digest,
+    cast_status,
+    redact,
+)
+from gateway.core.call import ToolCall
+from gateway.core.clock import Clock
+from gateway.state.base import StateStore
+
+INDEX_KEY = "approvals:index"
+RETAIN_S = 7 * 24 * 3600.0
+"""How long a record is kept after its expiry, for the UI's history and the audit trail."""
+INDEX_MAX = 5_000
+"""Ids the index keeps; the oldest go first. Records themselves still expire on their own TTL."""
+MAX_TIMEOUT_S = 30 * 24 * 3600.0
+
+
+def record_key(approval_id: str) -> str:
+    return f"approval:{approval_id}"
+
+
+class ApprovalError(Exception):
+    """Base of the approval service's refusals."""
+
+
+class UnknownApproval(ApprovalError, LookupError):
+    def __init__(self, approval_id: str) -> None:
+        super().__init__(f"no approval {approval_id!r} (unknown, or expired more than 7 days ago)")
+        self.approval_id = approval_id
+
+
+class DecisionConflict(ApprovalError):
+    """The request was already decided (or has expired): a decision is taken exactly once."""
+
+    def __init__(self, record: ApprovalRecord) -> None:
+        self.record = record
+        self.status: ApprovalStatus = record.status
+        self.decided_by = record.decided_by
+        if record.status == "expired":
+            detail = "it expired before anyone decided"
+        else:
+            detail = f"{record.status} by {record.decided_by or 'unknown'}"
+            if record.decided_at is not None:
+                detail += f" at {record.decided_at:.0f}"
+        super().__init__(f"approval {record.id} was already decided: {detail}")
+
+
+class ApprovalExpired(DecisionConflict):
+    """A decision came after the request's expiry; the request is now marked expired."""
+
+
+class ApprovalService:
+    def __init__(self, store: StateStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    # -- creating and reading -------------------------------------------------------------------
+
+    async def request(self, call: ToolCall, *, rule: str, reason: str, timeout_s: float) -> ApprovalRecord:
+        """Record a new pending request for ``call``, decidable for ``timeout_s`` seconds."""
+        if not (0 < timeout_s <= MAX_TIMEOUT_S):
+            raise ValueError(f"timeout_s must be in (0, {MAX_TIMEOUT_S:g}], got {timeout_s!r}")
+        now = self.clock.wall()
+        record = ApprovalRecord(
+            id=secrets.token_urlsafe(12),
+            server=call.server,
+            tool=call.exposed_name,
+            args_digest=canonical_digest(call.arguments),
+            args_redacted=redact(dict(call.arguments)),
+            client=call.caller.principal,
+            session=call.caller.session_key,
+            rule=rule,
+            reason=reason,
+            created=now,
+            expires=now + timeout_s,
+        )
+        # The index first: an id whose record never got written is skipped by list() and pruned.
+        await self._index_add(record, now)
+
+        def create(doc: dict[str, Any] | None) -> tuple[dict[str, Any], bool]:
+            if doc is not None:  # 96 random bits: never, but never overwrite a decision either
+                return doc, False
+            return record.to_json(), True
+
+        if not await self.store.update(record_key(record.id), create, ttl_s=self._ttl(record, now)):
+            raise ApprovalError(f"approval id {record.id} already exists")
+        return record
+
+    async def get(self, approval_id: str) -> ApprovalRecord:
+        """The record as of now (a pending one past expiry reads as expired); ``UnknownApproval``."""
+        doc = await self.store.get(record_key(approval_id))
+        if doc is None:
+            raise UnknownApproval(approval_id)
+        return ApprovalRecord.from_json(doc).as_of(self.clock.wall())
+
+    async def status(self, approval_id: str) -> ApprovalStatus:
+        return (await self.get(approval_id)).status
+
+    async def list(self, status: ApprovalStatus | str | None = None) -> list[ApprovalRecord]:
+        """Known records, newest first, optionally only those with ``status`` (as of now)."""
+        wanted = cast_status(status) if status is not None else None
+        index = await self.store.get(INDEX_KEY) or {}
+        ids: dict[str, list[float]] = index.get("ids", {})
+        records: list[ApprovalRecord] = []
+        now = self.clock.wall()
+        for approval_id in sorted(ids, key=lambda i: ids[i][0], reverse=True):
+            doc = await self.store.get(record_key(approval_id))
+            if doc is None:
+                continue
+            record = ApprovalRecord.from_json(doc).as_of(now)
+            if wanted is None or record.status == wanted:
+                records.append(record)
+        return records
+
+    # -- deciding and spending -----------------------------------------------------------------
+
+    async def decide(
+        self, approval_id: str, approve: bool, *, by: str, comment: str | None = None
+    ) -> ApprovalRecord:
+        """Approve or deny a pending request, exactly once.
+
+        Raises ``DecisionConflict`` if it was already decided (naming the status and who decided),
+        ``ApprovalExpired`` if it expired first (and records that), ``UnknownApproval`` if absent.
+        """
+        if not by:
+            raise ValueError("a decision needs the name of who took it")
+        now = self.clock.wall()
+
+        def decide(doc: dict[str, Any] | None) -> tuple[dict[str, Any] | None, tuple[str, Any]]:
+            if doc is None:
+                return None, ("unknown", None)
+            record = ApprovalRecord.from_json(doc)
+            if record.status != "pending":
+                return doc, ("conflict", record)
+            if now >= record.expires:
+                expired = record.as_of(now)
+                return expired.to_json(), ("expired", expired)
+            decided = ApprovalRecord.from_json(
+                {
+                    **doc,
+                    "status": "approved" if approve else "denied",
+                    "decided_by": by,
+                    "decided_at": now,
+                    "comment": comment,
+                }
+            )
+            return decided.to_json(), ("decided", decided)
+
+        outcome, record = await self._update(approval_id, decide, now)
+        if outcome == "unknown":
+            raise UnknownApproval(approval_id)
+        if outcome == "conflict":
+            raise ApprovalExpired(record) if record.status == "expired" else DecisionConflict(record)
+        if outcome == "expired":
+            raise ApprovalExpired(record)
+        assert isinstance(record, ApprovalRecord)
+        return record
+
+    async def consume(self, approval_id: str, call: ToolCall) -> bool:
+        """Spend an approval on ``call``: True once, only if approved, unexpired and for this exact
+        call (same exposed tool, argument digest and client). Atomic: approved -> used."""
+        now = self.clock.wall()
+
+        def spend(doc: dict[str, Any] | None) -> tuple[dict[str, Any] | None, tuple[str, Any]]:
+            if doc is None:
+                return None, ("unknown", None)
+            record = ApprovalRecord.from_json(doc)
+            if not (record.usable_at(now) and record.matches(call)):
+                return doc, ("refused", None)
+            return {**doc, "status": "used", "used_at": now}, ("used", None)
+
+        outcome, _ = await self._update(approval_id, spend, now)
+        return bool(outcome == "used")
+
+    async def find_approved(self, call: ToolCall) -> ApprovalRecord | None:
+        """The newest approved, unused, unexpired record for exactly this call (the defer-mode retry).
+
+        Finding is not spending: the caller must still win ``consume`` (two identical retries find
+        the same record; one of them runs).
+        """
+        for record in await self.list("approved"):
+            if record.usable_at(self.clock.wall()) and record.matches(call):
+                return record
+        return None
+
+    # -- internals ------------------------------------------------------------------------------
+
+    async def _update(self, approval_id: str, updater: Any, now: float) -> tuple[str, Any]:
+        # The TTL is computed from the current record inside a first read; every status change
+        # keeps the record until RETAIN_S after its expiry, which the update itself cannot move.
+        doc = await self.store.get(record_key(approval_id))
+        ttl_s = self._ttl(ApprovalRecord.from_json(doc), now) if doc is not None else 60.0
+        result: tuple[str, Any] = await self.store.update(record_key(approval_id), updater, ttl_s=ttl_s)
+        return result
+
+    @staticmethod
+    def _ttl(record: ApprovalRecord, now: float) -> float:
+        return max(60.0, record.expires - now + RETAIN_S)
+
+    async def _index_add(self, record: ApprovalRecord, now: float) -> None:
+        def add(doc: dict[str, Any] | None) -> tuple[dict[str, Any], None]:
+            ids: dict[str, list[float]] = {
+                i: v for i, v in (doc or {}).get("ids", {}).items() if v[1] + RETAIN_S > now
+            }
+            ids[record.id] = [record.created, record.expires]
+            if len(ids) > INDEX_MAX:
+                keep = sorted(ids, key=lambda i: ids[i][0], reverse=True)[:INDEX_MAX]
+                ids = {i: ids[i] for i in keep}
+            return {"ids": ids}, None
+
+        # Every add refreshes the index for as long as any record it may list can live.
+        await self.store.update(INDEX_KEY, add, ttl_s=MAX_TIMEOUT_S + RETAIN_S)

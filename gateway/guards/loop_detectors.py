@@ -21,8 +21,9 @@ Kind = Literal[
 ]
 BUDGET_KINDS: frozenset[str] = frozenset({"session_budget", "tool_budget"})
 
-HISTORY_SIZE = 50
-"""Entries kept per session (more when a threshold needs more to be reachable, at most 500)."""
+HISTORY_SIZE = 24
+"""Entries kept per session: every default threshold with room for other calls in between (more when
+a threshold needs more to be reachable, at most 500). Each call re-reads the history, so it stays short."""
 MAX_CYCLE = 4
 """Longest cycle looked for: A-B, A-B-C and A-B-C-D."""
 

@@ -184,6 +184,6 @@ def test_history_round_trips_prunes_bounds_and_survives_garbage() -> None:
 
 
 def test_history_size_makes_every_threshold_reachable() -> None:
-    assert history_size(LoopSettings()) == 50
+    assert history_size(LoopSettings()) == 24
     assert history_size(LoopSettings(max_identical_calls=120)) == 121
     assert history_size(LoopSettings(max_identical_calls=10_000)) == 500

@@ -14,7 +14,7 @@ import fnmatch
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,9 +166,6 @@ class Catalog:
         ]
         return list(dict.fromkeys(hits))[:limit]
 
-    def uri_for_agent(self, sid: str, uri: str) -> str:
-        return self.expose_uri(sid, uri)
-
 
 def tool_digest(raw: Mapping[str, Any]) -> str:
     """A stable hash of what an agent relies on in a tool definition."""
@@ -212,7 +209,3 @@ def paginate(
         return page, None
     token = base64.urlsafe_b64encode(json.dumps({"o": end, "v": version}).encode()).decode()
     return page, token
-
-
-def names(entries: Iterable[ToolEntry]) -> list[str]:
-    return [e.exposed_name for e in entries]

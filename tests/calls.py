@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.core import Caller, ResolvedPolicy, ToolCall
+from gateway.core import Caller, ResolvedPolicy, ToolCall, ToolResult
 
 
 def tool_call(
@@ -29,3 +29,16 @@ def tool_call(
         policy=policy or ResolvedPolicy(),
         **changes,
     )
+
+
+class Recorder:
+    """A terminal standing in for the upstream: answers with one fixed result and records every
+    call that reached it, so a test can prove a refused call never did."""
+
+    def __init__(self, result: ToolResult | None = None) -> None:
+        self.result = result or ToolResult.of_text("ok")
+        self.calls: list[ToolCall] = []
+
+    async def __call__(self, call: ToolCall) -> ToolResult:
+        self.calls.append(call)
+        return self.result

@@ -75,6 +75,11 @@ def _parse(file: str, source: Path) -> dict[str, Any]:
         raise ConfigError(file, [Problem("", "is a directory, not a TOML file")]) from None
     except OSError as exc:
         raise ConfigError(file, [Problem("", f"cannot read the file: {exc.strerror}")]) from None
+    return parse_toml(file, data)
+
+
+def parse_toml(file: str, data: bytes) -> dict[str, Any]:
+    """TOML bytes to a dict; bad UTF-8 or syntax is a ``ConfigError`` naming the file and position."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

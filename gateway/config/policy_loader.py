@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -22,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.config.cel import CelError, Expression, compile_expression
 from gateway.config.errors import ConfigError, Problem, _child, _expected, _unwrap, format_path, format_value
-from gateway.config.loader import _in_document_order, _syntax_problem
+from gateway.config.loader import _in_document_order, parse_toml
 from gateway.config.models import PROBLEMS_ERROR, Loc
 from gateway.config.policy_models import Concurrency, PolicyBody, PolicyFile, RateLimitTable, Reference
 from gateway.core.policy import ConcurrencyLimit, ErrorPattern, RateLimit, ReferenceCheck
@@ -125,7 +124,7 @@ def read_policies(folder: Path) -> LoadedPolicies:
         try:
             data = _read(path)
             digest.update(path.name.encode() + b"\0" + data + b"\0")
-            raw = _parse(file, data)
+            raw = parse_toml(file, data)
         except ConfigError as exc:
             errors.append(exc)
             continue
@@ -202,17 +201,6 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise ConfigError(str(path), [Problem("", f"cannot read the file: {exc.strerror}")]) from None
-
-
-def _parse(file: str, data: bytes) -> dict[str, Any]:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(file, [Problem("", f"not valid UTF-8 (at byte {exc.start})")]) from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(file, [_syntax_problem(str(exc), text)]) from None
 
 
 def _rules(raw: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:

@@ -11,12 +11,12 @@ from anyio.abc import TaskGroup
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from gateway.config import Config, HttpServer, StdioServer
+from gateway.config import Config
 from gateway.core import Caller, ToolCall, ToolResult
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.errors import GatewayError, UpstreamUnavailable
 from gateway.upstream.connection import UpstreamConnection
-from gateway.upstream.supervisor import Supervisor, UpstreamEvents
+from gateway.upstream.supervisor import Supervisor, UpstreamEvents, lanes_possible
 from gateway.upstream.translate import from_exception, is_protocol_error
 
 log = logging.getLogger("interlock.upstream")
@@ -70,7 +70,7 @@ class UpstreamPool:
         if sup is None or conn is None:
             reason = sup.health.last_error if sup is not None else "unknown server"
             raise UpstreamUnavailable(f"{server} is not connected", details={"reason": reason or "starting"})
-        if not _may_add_lanes(sup.cfg):
+        if not lanes_possible(sup.cfg):
             return conn  # one stdio process: the connection's era, bridged where eras differ
         legacy_caller = caller is not None and _is_legacy(caller.protocol_version)
         if conn.modern and not (legacy_caller and sup.mode == "auto"):
@@ -143,7 +143,3 @@ _SERVER_REQUEST_CAPABILITIES = ("elicitation", "sampling", "roots")
 
 def _profile(caller: Caller) -> frozenset[str]:
     return frozenset(c for c in _SERVER_REQUEST_CAPABILITIES if caller.can(c))
-
-
-def _may_add_lanes(cfg: StdioServer | HttpServer) -> bool:
-    return isinstance(cfg, HttpServer) or cfg.stateless

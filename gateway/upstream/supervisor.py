@@ -82,7 +82,7 @@ class Supervisor:
         self.events = events
         self.mode = mode or _MODES[cfg.protocol]
         self.primary = primary
-        self.profile = profile if primary is False or _lanes_possible(cfg) else _ALL_PROFILES
+        self.profile = profile if primary is False or lanes_possible(cfg) else _ALL_PROFILES
         """The client capabilities this lane declares at initialize (2025-11-25): exactly those of
         the callers it serves, so an upstream never believes a client can answer what it cannot."""
         self.unsupported = False
@@ -313,7 +313,7 @@ async def _wait_then_set(source: anyio.Event, target: anyio.Event) -> None:
     target.set()
 
 
-def _lanes_possible(cfg: StdioServer | HttpServer) -> bool:
+def lanes_possible(cfg: StdioServer | HttpServer) -> bool:
     """Whether other lanes can serve capable 2025-11-25 callers; if not, the primary must declare
     every capability and the gateway refuses on behalf of callers that lack one."""
     return isinstance(cfg, HttpServer) or cfg.stateless

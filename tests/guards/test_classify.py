@@ -11,7 +11,7 @@ from gateway.core import ManualClock, ToolCall, ToolResult, build_chain
 from gateway.core import errors as e
 from gateway.core.policy import ErrorPattern, ResolvedPolicy
 from gateway.guards.classify import Classify, retry_after_from_text
-from tests.calls import tool_call
+from tests.calls import Recorder, tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -20,16 +20,7 @@ def _call(policy: ResolvedPolicy | None = None) -> ToolCall:
     return tool_call("crm", "search", {"q": "acme"}, policy=policy)
 
 
-class Upstream:
-    """A scripted terminal that answers with one fixed result and records each call."""
-
-    def __init__(self, result: ToolResult) -> None:
-        self.result = result
-        self.calls: list[ToolCall] = []
-
-    async def __call__(self, call: ToolCall) -> ToolResult:
-        self.calls.append(call)
-        return self.result
+Upstream = Recorder
 
 
 async def _classify(text: str, *, policy: ResolvedPolicy | None = None, is_error: bool = True) -> ToolResult:

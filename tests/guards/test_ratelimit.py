@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from gateway.core import Caller, ManualClock, ToolCall, ToolResult, build_chain
+from gateway.core import ManualClock, ToolCall, build_chain
 from gateway.core.errors import RateLimited
 from gateway.core.policy import RateLimit, ResolvedPolicy
 from gateway.guards.ratelimit import RateLimits, ceil_ms, format_period, limit_key
 from gateway.state.base import GcraDecision, StoreUnavailable, Updater
+from tests.calls import Recorder, tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -98,15 +99,7 @@ class DictStore:
         pass
 
 
-class Upstream:
-    """A recording terminal: every call that reached the upstream."""
-
-    def __init__(self) -> None:
-        self.calls: list[ToolCall] = []
-
-    async def __call__(self, call: ToolCall) -> ToolResult:
-        self.calls.append(call)
-        return ToolResult.of_text("ok")
+Upstream = Recorder
 
 
 def make_call(
@@ -119,14 +112,9 @@ def make_call(
     arguments: dict[str, Any] | None = None,
     request_id: str = "r1",
 ) -> ToolCall:
-    return ToolCall(
-        server=server,
-        tool=tool,
-        exposed_name=f"{server}__{tool}",
-        arguments=arguments if arguments is not None else {"id": "C1"},
-        caller=Caller(principal=client, session_key=session),
-        request_id=request_id,
-        policy=policy,
+    args = arguments if arguments is not None else {"id": "C1"}
+    return tool_call(
+        server, tool, args, principal=client, session=session, request_id=request_id, policy=policy
     )
 
 

@@ -11,7 +11,7 @@ from gateway.core import Caller, ManualClock, ToolCall, ToolResult, build_chain
 from gateway.core.errors import GatewayError, InvalidArguments, NotFound, UpstreamUnavailable
 from gateway.core.policy import ReferenceCheck, ResolvedPolicy
 from gateway.guards.references import ReferenceChecks
-from tests.calls import tool_call
+from tests.calls import Recorder, tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -46,13 +46,9 @@ class Lookups:
         return ToolResult.of_json(found)
 
 
-class Upstream:
+class Upstream(Recorder):
     def __init__(self) -> None:
-        self.calls: list[ToolCall] = []
-
-    async def __call__(self, call: ToolCall) -> ToolResult:
-        self.calls.append(call)
-        return ToolResult.of_text("updated")
+        super().__init__(ToolResult.of_text("updated"))
 
 
 def _call(arguments: Mapping[str, Any], *checks: ReferenceCheck) -> ToolCall:

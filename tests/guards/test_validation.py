@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from gateway.core import Caller, ToolCall, ToolResult, build_chain
+from gateway.core import ToolCall, ToolResult, build_chain
 from gateway.core.errors import InvalidArguments
 from gateway.core.policy import ArgumentConstraint, ResolvedPolicy
 from gateway.guards.validation import MAX_SCHEMA_BYTES, ArgumentValidation, SchemaCache
 from gateway.guards.violations import MAX_PATTERN_INPUT_CHARS, regex_risk
+from tests.calls import Recorder, tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -32,15 +33,7 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-class Upstream:
-    """The test's stand-in for the upstream: records every call that reached it."""
-
-    def __init__(self) -> None:
-        self.calls: list[ToolCall] = []
-
-    async def __call__(self, call: ToolCall) -> ToolResult:
-        self.calls.append(call)
-        return ToolResult.of_text("ok")
+Upstream = Recorder
 
 
 def _call(
@@ -50,16 +43,8 @@ def _call(
     version: str = "v1",
     policy: ResolvedPolicy | None = None,
 ) -> ToolCall:
-    return ToolCall(
-        server="crm",
-        tool="update_customer",
-        exposed_name="crm__update_customer",
-        arguments=arguments,
-        caller=Caller(principal="agent", session_key="s1"),
-        request_id="r1",
-        input_schema=schema,
-        schema_version=version,
-        policy=policy if policy is not None else ResolvedPolicy(),
+    return tool_call(
+        "crm", "update_customer", arguments, input_schema=schema, schema_version=version, policy=policy
     )
 
 

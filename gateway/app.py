@@ -12,6 +12,11 @@ import anyio
 from anyio.abc import TaskGroup
 from starlette.applications import Starlette
 
+from gateway.approvals import ApprovalRecord, ApprovalService, StateSigner
+from gateway.approvals.gate import ApprovalGate
+from gateway.approvals.rounds import Rounds
+from gateway.approvals.secret import signing_secret
+from gateway.approvals.webhook import WebhookNotifier
 from gateway.catalog import Catalog, ToolEntry
 from gateway.config import Config, PolicyContext, PolicySet
 from gateway.core import Caller, ToolResult, build_chain
@@ -26,13 +31,17 @@ from gateway.guards.breaker import STATE_GAUGE
 from gateway.guards.pinning import PinBook, SeenTool
 from gateway.observe.metrics import Metrics
 from gateway.observe.observer import observed
+from gateway.observe.recent import RecentCall, RecentCalls
 from gateway.reload import PolicyHolder
 from gateway.state import MemoryStateStore, StorePins, open_store
 from gateway.upstream import UpstreamPool
+from gateway.web.backend import CircuitView, UpstreamView
+from gateway.web.routes import admin_routes
 
 log = logging.getLogger("interlock")
 
 _PIN_REFRESH_S = 2.0  # how soon an operator's `interlock pins accept` takes effect
+_APPROVALS_SWEEP_S = 5.0  # how often expiries are written down and the pending gauge re-read
 
 
 class Gateway:
@@ -51,6 +60,18 @@ class Gateway:
         self.store = self.durable if shared else MemoryStateStore(self.clock)
         self.pins = PinBook(StorePins(self.durable), self.clock, self._on_pin_change)
         self.pool = UpstreamPool(config, events=self, clock=self.clock)
+        # Approval records are durable (SQLite by default, Redis when shared): a pending request
+        # survives a restart and is decided once across replicas.
+        self.admin = config.admin
+        self.approvals = ApprovalService(self.durable, self.clock, events=self)
+        self.rounds = Rounds(self.approvals)
+        self.recent = RecentCalls()
+        self.circuit_states: dict[tuple[str, str], str] = {}
+        hook = config.approvals.webhook
+        self.webhook = WebhookNotifier(hook, self.clock, decide_url=self.decide_url) if hook else None
+        gate = ApprovalGate(
+            self.approvals, self.clock, config.approvals, decide_url=self.decide_url, rounds=self.rounds
+        )
         deps = GuardDeps(
             resolver=lambda call: self.policy.current.resolve_call(call),
             pins=self.pins,
@@ -60,9 +81,10 @@ class Gateway:
             on_circuit_state=self._on_circuit_state,
             on_rate_limited=lambda server, tool: self.metrics.rate_limited.labels(server, tool).inc(),
             on_loop=lambda kind: self.metrics.loops_detected.labels(kind).inc(),
+            approval=gate,
         )
         self.pipeline = Pipeline(
-            observed(build_chain(ordered_guards(deps), self.pool.call_tool), self.metrics)
+            observed(build_chain(ordered_guards(deps), self.pool.call_tool), self.metrics, self.recent)
         )
         self.handlers = Handlers(
             config, self.catalog, self.pool, self.pipeline, visibility=self.visible_tools
@@ -77,9 +99,14 @@ class Gateway:
             for sid in self.config.servers:
                 self.metrics.upstream_up.labels(sid).set(0)
                 self.metrics.upstream_restarts.labels(sid)
+            secret = await signing_secret(self.durable, self.config.approvals.secret)
+            self.rounds.signer = StateSigner(secret, self.clock, self.durable)
             await self.pool.start(tg)
             await self._catalog_changed(announce=False)
             self._tg = tg
+            tg.start_soon(self._sweep_approvals)
+            if self.webhook is not None:
+                tg.start_soon(self.webhook.run)
             tg.start_soon(self.policy.watch)
             tg.start_soon(self.policy.watch_sighup)
             tg.start_soon(self._refresh_pins)
@@ -91,6 +118,8 @@ class Gateway:
             finally:
                 self._tg = None
                 with anyio.CancelScope(shield=True):
+                    if self.webhook is not None:
+                        await self.webhook.aclose()
                     await self.pool.stop()
                     await self.store.close()
                     if self.durable is not self.store:
@@ -104,6 +133,7 @@ class Gateway:
             readiness=self.readiness,
             metrics=self.metrics.render,
             lifespan=self.running,
+            extra_routes=admin_routes(self),
         )
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -116,6 +146,84 @@ class Gateway:
             if sup.cfg.required and sup.health.status != "up":
                 ready = False
         return ready, detail
+
+    # -- approvals and the admin plane (gateway.web.backend.AdminBackend) --------------------
+
+    def public_url(self) -> str:
+        if self.admin.public_url:
+            return self.admin.public_url.rstrip("/")
+        host = self.config.gateway.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.config.gateway.port}"
+
+    def decide_url(self, approval_id: str) -> str:
+        return f"{self.public_url()}/admin/approvals/{approval_id}"
+
+    async def decide(
+        self, approval_id: str, approve: bool, *, by: str, comment: str | None = None
+    ) -> ApprovalRecord:
+        return await self.approvals.decide(approval_id, approve, by=by, comment=comment)
+
+    def requested(self, record: ApprovalRecord) -> None:
+        self.metrics.approvals_pending.inc()  # re-read from the store on the next sweep
+        if self.webhook is not None:
+            self.webhook.submit(record)
+        log.info(
+            "approval %s requested: %s for %s (rule %s, %s)",
+            record.id,
+            record.tool,
+            record.client,
+            record.rule,
+            record.channel,
+        )
+
+    def decided(self, record: ApprovalRecord) -> None:
+        self.metrics.approvals.labels(record.status).inc()
+        self.metrics.approval_wait.observe(
+            max(0.0, (record.decided_at or self.clock.wall()) - record.created)
+        )
+        self.metrics.approvals_pending.dec()
+        log.info("approval %s %s by %s", record.id, record.status, record.decided_by or "nobody (expired)")
+
+    async def _sweep_approvals(self) -> None:
+        while True:
+            try:
+                pending = 0
+                for record in await self.approvals.list():
+                    if record.status == "pending":
+                        pending += 1
+                    elif record.status == "expired" and record.decided_at is None:
+                        await self.approvals.expire(record.id)  # counted once, by whoever writes it
+                self.metrics.approvals_pending.set(pending)
+            except Exception:
+                log.exception("approval records could not be swept")
+            await anyio.sleep(_APPROVALS_SWEEP_S)
+
+    def upstreams(self) -> list[UpstreamView]:
+        tools: dict[str, int] = {}
+        for entry in self.catalog.tools.values():
+            tools[entry.server] = tools.get(entry.server, 0) + 1
+        return [
+            UpstreamView(
+                id=sid,
+                transport=sup.cfg.transport,
+                status=sup.health.status,
+                required=sup.cfg.required,
+                tools=tools.get(sid, 0),
+                error=sup.health.last_error,
+            )
+            for sid, sup in self.pool.supervisors.items()
+        ]
+
+    def circuits(self) -> list[CircuitView]:
+        return [
+            CircuitView(server=server, tool=tool or None, state=state)
+            for (server, tool), state in sorted(self.circuit_states.items())
+        ]
+
+    def recent_calls(self, limit: int = 50) -> list[RecentCall]:
+        return self.recent.newest(limit)
 
     # -- the catalog as each client sees it ------------------------------------------------
 
@@ -176,6 +284,7 @@ class Gateway:
 
     def _on_circuit_state(self, server: str, tool: str, state: str) -> None:
         self.metrics.circuit_state.labels(server, tool).set(STATE_GAUGE[state])
+        self.circuit_states[(server, tool)] = state
 
     def _on_pin_change(self, server: str, tool: str) -> None:
         self.metrics.pin_changes.labels(server, tool).inc()

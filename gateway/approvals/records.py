@@ -86,6 +86,11 @@ class ApprovalRecord:
     expires: float
     """Wall-clock epoch seconds; a request still pending then is expired, which means denied."""
     args_redacted: dict[str, Any] = field(default_factory=dict)
+    approvers: list[str] = field(default_factory=list)
+    """Admin names or groups who may decide out of band; empty: any admin. ``client`` in the
+    list (or an empty list) also lets the human at the agent's own client decide."""
+    channel: str = "defer"
+    """How the request reached a human: ``elicit`` (the agent's client), ``hold`` or ``defer``."""
     status: ApprovalStatus = "pending"
     decided_by: str | None = None
     decided_at: float | None = None

@@ -27,7 +27,8 @@ from gateway.state.base import StateStore
 
 _DOMAIN = b"interlock.requestState.v1\x00"
 _VERSION = 1
-MAX_TOKEN_CHARS = 64 * 1024
+MAX_TOKEN_CHARS = 1024 * 1024
+"""Room for an upstream's own state wrapped inside ours (see ``gateway.approvals.gate``)."""
 MIN_SECRET_BYTES = 32
 NONCE_MARGIN_S = 60.0
 """Nonces are remembered a little past the expiry, so clock skew between replicas cannot reopen one."""

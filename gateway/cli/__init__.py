@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import anyio
 
+from gateway.cli.approvals import register as register_approvals
 from gateway.config import Config, ConfigError, load_config
 
 log = logging.getLogger("interlock")
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--client", default="anonymous", help="client name (from [[gateway.clients]])")
     explain.add_argument("--config", default="servers.toml")
     explain.set_defaults(func=cmd_policy)
+    register_approvals(sub)
     return parser
 
 

@@ -9,6 +9,9 @@ from gateway.config.errors import ConfigError, Problem
 from gateway.config.interpolate import expand, interpolate
 from gateway.config.loader import load_config
 from gateway.config.models import (
+    AdminSettings,
+    AdminUser,
+    ApprovalSettings,
     ClientKey,
     Config,
     GatewaySettings,
@@ -17,11 +20,15 @@ from gateway.config.models import (
     Server,
     ServerBase,
     StdioServer,
+    WebhookSettings,
 )
 from gateway.config.policy import ExplainStep, PolicyContext, PolicySet, explain_text, load_policies
 from gateway.config.policy_loader import PolicyError
 
 __all__ = [
+    "AdminSettings",
+    "AdminUser",
+    "ApprovalSettings",
     "CelError",
     "ClientKey",
     "Config",
@@ -38,6 +45,7 @@ __all__ = [
     "Server",
     "ServerBase",
     "StdioServer",
+    "WebhookSettings",
     "compile_expression",
     "expand",
     "explain_text",

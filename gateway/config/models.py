@@ -241,12 +241,90 @@ class HttpServer(ServerBase):
 Server = Annotated[StdioServer | HttpServer, Field(discriminator="transport")]
 
 
+class AdminUser(BaseModel):
+    """A human (or a script acting for one) allowed to use ``/admin`` and ``/admin/api``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    """Recorded as ``decided_by`` on every decision this user takes."""
+    token: Annotated[SecretStr, Field(min_length=16)]
+    groups: list[Name] = []
+    """Names a policy's ``approval.approvers`` may list instead of user names (e.g. ``ops``)."""
+
+
+class AdminSettings(BaseModel):
+    """The admin plane: approvals REST API, web UI and CLI. Its tokens are not client keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    users: list[AdminUser] = []
+    """Without users, the admin plane answers loopback requests only, as ``local-admin``."""
+    public_url: Annotated[str, Field(pattern=URL_PATTERN)] | None = None
+    """Where humans reach this gateway (behind a proxy, say); default http://host:port."""
+
+    @field_validator("users")
+    @classmethod
+    def _unique_users(cls, users: list[AdminUser]) -> list[AdminUser]:
+        problems: list[tuple[Loc, str]] = []
+        names: dict[str, int] = {}
+        tokens: dict[str, int] = {}
+        for index, user in enumerate(users):
+            if user.name in names:
+                problems.append(
+                    ((index, "name"), f"duplicate admin name {user.name!r} (see [{names[user.name]}])")
+                )
+            secret = user.token.get_secret_value()
+            if secret in tokens:
+                problems.append(
+                    ((index, "token"), f"same token as admin [{tokens[secret]}]; give each its own")
+                )
+            names.setdefault(user.name, index)
+            tokens.setdefault(secret, index)
+        if problems:
+            raise problems_error(problems)
+        return users
+
+
+class WebhookSettings(BaseModel):
+    """Where each new approval request is announced (POST, HMAC-signed body, retried)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: Annotated[str, Field(pattern=URL_PATTERN)] = Field(repr=False)
+    secret: Annotated[SecretStr, Field(min_length=16)] | None = None
+    """Signs each body (``X-Interlock-Signature``); without it bodies go unsigned."""
+    format: Literal["interlock", "slack"] = "interlock"
+    """``slack``: a Slack-style incoming-webhook message (``{"text": ...}``) instead of the record."""
+    timeout_s: Seconds = 5
+    max_attempts: Annotated[int, Field(ge=1, le=20), NOT_BOOL_INT] = 5
+    base_delay_s: Seconds = 1
+    max_delay_s: Seconds = 60
+
+
+class ApprovalSettings(BaseModel):
+    """How approval requests are carried out; which calls need one is policy (``approval``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    secret: Annotated[SecretStr, Field(min_length=32)] | None = None
+    """Signs the 2026-07-28 ``requestState``; default: one random secret kept in the state store,
+    shared by every replica that shares the store."""
+    poll_interval_s: Seconds = 0.5
+    """How often a held call looks for a decision."""
+    progress_every_s: Seconds = 5
+    """How often a held call sends the client a progress notification."""
+    webhook: WebhookSettings | None = None
+
+
 class Config(BaseModel):
     """The whole of servers.toml, plus where it was read from."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     gateway: GatewaySettings = GatewaySettings()
+    admin: AdminSettings = AdminSettings()
+    approvals: ApprovalSettings = ApprovalSettings()
     # additionalProperties: the key pattern alone would let editors accept any other id silently.
     servers: dict[ServerId, Server] = Field(default={}, json_schema_extra={"additionalProperties": False})
     source: Path | None = None
@@ -256,6 +334,7 @@ class Config(BaseModel):
     def _cross_checks(self) -> Self:
         problems = list(self._separator_problems())
         problems.extend(self._collision_problems())
+        problems.extend(self._admin_token_problems())
         if problems:
             raise problems_error(problems)
         return self
@@ -278,6 +357,16 @@ class Config(BaseModel):
                         f"{exposed!r} contains the separator {sep!r}; with namespace = false "
                         "it would look like a namespaced name",
                     )
+
+    def _admin_token_problems(self) -> Iterable[tuple[Loc, str]]:
+        # An agent holding its client key must never be able to approve its own calls.
+        client_keys = {client.key.get_secret_value() for client in self.gateway.clients}
+        for index, user in enumerate(self.admin.users):
+            if user.token.get_secret_value() in client_keys:
+                yield (
+                    ("admin", "users", index, "token"),
+                    "is also a client key; admin tokens must be separate from client keys",
+                )
 
     def _collision_problems(self) -> Iterable[tuple[Loc, str]]:
         # Only literal allow lists can be checked before the upstreams are up; the catalog

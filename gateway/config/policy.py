@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from gateway.config.cel import VARIABLES, CelError, Expression, context_for, only
 from gateway.config.policy_loader import CompiledRule, LoadedPolicies, Patch, read_policies
 from gateway.core.policy import (
+    ApprovalRequirement,
     ArgumentConstraint,
     BreakerSettings,
     ConcurrencyLimit,
@@ -276,6 +277,7 @@ def merge(defaults: Patch, rules: Sequence[CompiledRule]) -> ResolvedPolicy:
     loops: dict[str, Any] = {}
     limits: dict[str, RateLimit] = {}
     concurrency: ConcurrencyLimit | None = None
+    approval: ApprovalRequirement | None = None
     for patch in (defaults, *(rule.patch for rule in rules)):
         values.update(patch.scalars)
         retry.update(patch.retry)
@@ -291,6 +293,8 @@ def merge(defaults: Patch, rules: Sequence[CompiledRule]) -> ResolvedPolicy:
         limits.update((limit.name, limit) for limit in patch.rate_limits)
         if patch.concurrency is not None:
             concurrency = patch.concurrency
+        if patch.approval is not None:  # replaced whole; False lifts it
+            approval = patch.approval or None
     said = {rule.patch.access for rule in rules}
     access = "deny" if "deny" in said else "allow" if "allow" in said else defaults.access or "allow"
     return ResolvedPolicy(
@@ -308,6 +312,7 @@ def merge(defaults: Patch, rules: Sequence[CompiledRule]) -> ResolvedPolicy:
         rate_limits=tuple(limits.values()),
         concurrency=concurrency,
         loops=replace(LoopSettings(), **loops) if loops else LoopSettings(),
+        approval=approval,
         **values,
     )
 
@@ -417,7 +422,28 @@ def _guard_rows(policy: ResolvedPolicy, ctx: PolicyContext) -> list[tuple[str, s
     loops = policy.loops
     quiet = {"enabled"} if loops.polling_min_interval_s is not None else {"enabled", "polling_min_interval_s"}
     rows.append(("loops", _settings(loops, quiet) if loops.enabled else "off"))
+    rows.append(("approval", _approval_row(policy.approval)))
     return rows
+
+
+def _approval_row(approval: ApprovalRequirement | None) -> str:
+    if approval is None:
+        return "not required"
+    parts = [f"rule={approval.rule}"]
+    if approval.when_source:
+        parts.append(f"when `{approval.when_source}`")
+    if approval.destructive_only:
+        parts.append("destructive_only (trusted annotations)")
+    parts.append(f"timeout_s={approval.timeout_s:g}")
+    parts.append(
+        f"mode={approval.mode}" + (f" fallback={approval.fallback}" if approval.mode == "elicit" else "")
+    )
+    parts.append(
+        "approvers=" + (",".join(approval.approvers) if approval.approvers else "any admin or the client")
+    )
+    if approval.redact:
+        parts.append("redact=" + ",".join(approval.redact))
+    return " ".join(parts)
 
 
 def _settings(settings: Any, skip: set[str] | None = None) -> str:

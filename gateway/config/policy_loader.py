@@ -23,8 +23,15 @@ from gateway.config.cel import CelError, Expression, compile_expression
 from gateway.config.errors import ConfigError, Problem, _child, _expected, _unwrap, format_path, format_value
 from gateway.config.loader import _in_document_order, parse_toml
 from gateway.config.models import PROBLEMS_ERROR, Loc
-from gateway.config.policy_models import Concurrency, PolicyBody, PolicyFile, RateLimitTable, Reference
-from gateway.core.policy import ConcurrencyLimit, ErrorPattern, RateLimit, ReferenceCheck
+from gateway.config.policy_models import (
+    Approval,
+    Concurrency,
+    PolicyBody,
+    PolicyFile,
+    RateLimitTable,
+    Reference,
+)
+from gateway.core.policy import ApprovalRequirement, ConcurrencyLimit, ErrorPattern, RateLimit, ReferenceCheck
 
 Access = Literal["allow", "deny"]
 SCALARS = (
@@ -57,6 +64,8 @@ class Patch:
     rate_limits: tuple[RateLimit, ...] = ()
     concurrency: ConcurrencyLimit | None = None
     loops: tuple[tuple[str, Any], ...] = ()
+    approval: ApprovalRequirement | Literal[False] | None = None
+    """``False``: this body lifts an earlier approval (``approval = { required = false }``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +187,7 @@ def _build(
     rules: list[CompiledRule] = []
     for file, parsed, compiled in loaded:
         if parsed.defaults is not None:
-            defaults, defaults_file = _patch(parsed.defaults, ("defaults",), compiled), file
+            defaults, defaults_file = _patch(parsed.defaults, ("defaults",), compiled, "defaults"), file
         for index, rule in enumerate(parsed.rules):
             loc: Loc = ("rules", index)
             rules.append(
@@ -190,7 +199,7 @@ def _build(
                     tools=_tuple(rule.match.tools),
                     clients=_tuple(rule.match.clients),
                     when=compiled.get((*loc, "when")),
-                    patch=_patch(rule, loc, compiled),
+                    patch=_patch(rule, loc, compiled, rule.name),
                 )
             )
     return LoadedPolicies(files, digest, defaults, defaults_file, tuple(rules))
@@ -220,6 +229,9 @@ def _expressions(raw: dict[str, Any]) -> Iterator[tuple[Loc, str]]:
         if isinstance(rule.get("when"), str) and rule["when"]:
             yield ("rules", index, "when"), rule["when"]
     for loc, table in tables:
+        approval = table.get("approval")
+        if isinstance(approval, dict) and isinstance(approval.get("when"), str) and approval["when"]:
+            yield (*loc, "approval", "when"), approval["when"]
         references = table.get("references")
         for number, ref in enumerate(references if isinstance(references, list) else []):
             arguments = ref.get("arguments") if isinstance(ref, dict) else None
@@ -242,7 +254,7 @@ def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
     return None if values is None else tuple(values)
 
 
-def _patch(body: PolicyBody, loc: Loc, compiled: dict[Loc, Expression]) -> Patch:
+def _patch(body: PolicyBody, loc: Loc, compiled: dict[Loc, Expression], name: str) -> Patch:
     def present(model: BaseModel) -> tuple[tuple[str, Any], ...]:
         return tuple(
             (name, tuple(value) if isinstance(value, list) else value)
@@ -265,6 +277,29 @@ def _patch(body: PolicyBody, loc: Loc, compiled: dict[Loc, Expression]) -> Patch
         rate_limits=tuple(_rate_limit(limit) for limit in body.rate_limits),
         concurrency=_concurrency(body.concurrency),
         loops=present(body.loops) if body.loops else (),
+        approval=_approval(body.approval, (*loc, "approval"), compiled, name),
+    )
+
+
+def _approval(
+    table: Approval | None, loc: Loc, compiled: dict[Loc, Expression], rule: str
+) -> ApprovalRequirement | Literal[False] | None:
+    if table is None:
+        return None
+    if not table.required:
+        return False
+    when = compiled.get((*loc, "when")) if table.when else None
+    return ApprovalRequirement(
+        rule=rule,
+        when=when,
+        when_source=table.when,
+        timeout_s=table.timeout_s,
+        approvers=tuple(table.approvers),
+        mode=table.mode,
+        fallback=table.fallback,
+        destructive_only=table.destructive_only,
+        reason=table.reason,
+        redact=tuple(table.redact),
     )
 
 

@@ -15,7 +15,6 @@ from typing import Annotated, Literal, Self
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     WithJsonSchema,
@@ -29,6 +28,7 @@ from gateway.config.models import (
     NOT_BOOL_INT,
     TOOL_NAME_PATTERN,
     Loc,
+    Name,
     NonEmpty,
     Seconds,
     problems_error,
@@ -59,21 +59,7 @@ Wait = Annotated[float, Field(ge=0, allow_inf_nan=False), NOT_BOOL_FLOAT]
 """Seconds that may be 0 (do not wait)."""
 KeyPart = Literal["client", "session", "server", "tool"]
 
-LOOPS_APPROVE = (
-    'loops.action = "approve" needs human approvals, which arrive with the approvals feature; '
-    'use "warn" or "block"'
-)
-
-
-def _no_approve(value: object) -> object:
-    # `approve` is a documented action whose machinery is not there yet: say so, rather than
-    # the generic "expected 'warn' or 'block'".
-    if value == "approve":
-        raise problems_error([((), LOOPS_APPROVE)])
-    return value
-
-
-LoopAction = Annotated[Literal["warn", "block"], BeforeValidator(_no_approve)]
+LoopAction = Literal["warn", "block", "approve"]
 
 
 def _code_check(allowed: tuple[str, ...]) -> AfterValidator:
@@ -286,6 +272,32 @@ class Loops(_Table):
     on_store_error: StoreFailure | None = None
 
 
+class Approval(_Table):
+    """A human must approve matching calls; replaced whole by a later rule's table."""
+
+    required: bool = True
+    """``false`` lifts an approval an earlier rule asked for."""
+    when: NonEmpty | None = None
+    """A CEL condition (same variables as a rule's ``when``); approval only when it is true."""
+    timeout_s: Annotated[float, Field(gt=0, le=2_592_000, allow_inf_nan=False), NOT_BOOL_FLOAT] = 900
+    approvers: Annotated[list[Name], Field(json_schema_extra={"uniqueItems": True})] = []
+    """Admin names or groups from servers.toml [admin] who may decide; ``client``: the human at the
+    agent's own MCP client (by elicitation). Empty: any admin, and the client."""
+    mode: Literal["elicit", "hold", "defer"] = "elicit"
+    """``elicit`` asks inside the agent's client when it declares elicitation, else ``fallback``;
+    ``hold`` keeps the call waiting for a decision; ``defer`` answers approval_required at once."""
+    fallback: Literal["hold", "defer"] = "defer"
+    destructive_only: bool = False
+    """Ask only for tools that may destroy (``destructiveHint``, with the MCP spec's defaults for
+    absent hints, and not ``readOnlyHint``), and only where the policy trusts annotations
+    (``trust_annotations``): an untrusted server's hints decide nothing."""
+    reason: NonEmpty | None = None
+    """Shown to the approver; default: the rule's name and its ``when``."""
+    redact: list[NonEmpty] = []
+    """Argument keys (substrings, case-insensitive) to redact in the record, besides the built-in
+    password/token/secret/key/authorization/cookie/credential."""
+
+
 class PolicyBody(_Table):
     """The settings of ``[defaults]`` and of every rule. ``None``: not set here."""
 
@@ -310,6 +322,7 @@ class PolicyBody(_Table):
     concurrency: Concurrency | None = None
     """Per upstream server, whichever tool the rule matches."""
     loops: Loops | None = None
+    approval: Approval | None = None
 
     @model_validator(mode="after")
     def _unique_limit_names(self) -> Self:

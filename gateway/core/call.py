@@ -62,6 +62,9 @@ class ToolCall:
     output_schema: Mapping[str, Any] | None = None
     schema_version: str = ""
     """A digest of the tool definition: compiled validators are cached per tool version."""
+    approval_reasons: tuple[str, ...] = ()
+    """Why a guard wants a human to approve this call besides the policy's ``approval`` (e.g. a
+    loop detected with ``loops.action = "approve"``); the approval gate asks if any is set."""
 
     def with_changes(self, **changes: Any) -> ToolCall:
         return replace(self, **changes)

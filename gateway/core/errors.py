@@ -133,6 +133,39 @@ class CallBudgetExceeded(GatewayError):
     )
 
 
+class ApprovalRequired(GatewayError):
+    """The call needs a human's approval, asked for out of band (defer mode). ``details``: the
+    ``approval_id``, ``decide_url``, ``expires_at`` and ``rule``."""
+
+    code = "approval_required"
+    retryable = True
+    default_hint = (
+        "A human must approve this call first; it has not run. Tell the user it awaits approval "
+        "(details.decide_url), then call the same tool with exactly the same arguments once it is "
+        "approved. Do not work around it with another tool."
+    )
+
+
+class ApprovalDenied(GatewayError):
+    """A human denied the call (``details``: approval_id, decided_by, comment)."""
+
+    code = "approval_denied"
+    default_hint = (
+        "A human denied this call; it did not run. Do not retry it or work around it; "
+        "tell the user, including the approver's comment if there is one."
+    )
+
+
+class ApprovalExpired(GatewayError):
+    """Nobody decided in time; an undecided request counts as denied."""
+
+    code = "approval_expired"
+    default_hint = (
+        "Nobody approved this call in time, so it did not run. Ask the user whether to request "
+        "approval again before repeating it."
+    )
+
+
 class CircuitOpen(GatewayError):
     code = "circuit_open"
     retryable = True
@@ -204,6 +237,9 @@ ALL_ERRORS: tuple[type[GatewayError], ...] = (
     RateLimited,
     LoopDetected,
     CallBudgetExceeded,
+    ApprovalRequired,
+    ApprovalDenied,
+    ApprovalExpired,
     CircuitOpen,
     UpstreamRateLimited,
     UpstreamUnavailable,

@@ -114,7 +114,9 @@ class RateLimit:
 @dataclass(frozen=True, slots=True)
 class LoopSettings:
     enabled: bool = True
-    action: Literal["warn", "block"] = "block"
+    action: Literal["warn", "block", "approve"] = "block"
+    """``approve``: a detected loop needs a human's approval to go on (the rule's ``approval``
+    settings, or the defaults, say how to ask)."""
     window_s: float = 600.0
     max_identical_calls: int = 10
     """The same call (tool + canonical arguments) this many times in the window is a loop."""
@@ -129,6 +131,35 @@ class LoopSettings:
     polling_min_interval_s: float | None = None
     """Declares the tool a polling tool: calls sooner than this get rate_limited with the exact wait."""
     on_store_error: StoreFailure = "open"
+
+
+ApprovalMode = Literal["elicit", "hold", "defer"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequirement:
+    """A human must approve the call before it runs (when ``when`` holds, or always)."""
+
+    rule: str
+    """The rule that asked; recorded on the approval and shown to the approver."""
+    when: Evaluator | None = None
+    when_source: str | None = None
+    timeout_s: float = 900.0
+    """How long the request may wait for a decision; undecided by then means denied (expired)."""
+    approvers: tuple[str, ...] = ()
+    """Admin names or groups who may decide; ``client`` is the human at the agent's own client.
+    Empty: anyone with the admin token, and the agent's client."""
+    mode: ApprovalMode = "elicit"
+    """``elicit``: ask in the agent's own client when it can answer, else ``fallback``."""
+    fallback: Literal["hold", "defer"] = "defer"
+    destructive_only: bool = False
+    """Only tools whose trusted annotations say they may destroy (see the policy key)."""
+    reason: str | None = None
+    redact: tuple[str, ...] = ()
+    """Argument keys (substrings, case-insensitive) redacted in the record besides the built-in ones."""
+
+    def client_may_decide(self) -> bool:
+        return not self.approvers or "client" in self.approvers
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +196,7 @@ class ResolvedPolicy:
     concurrency: ConcurrencyLimit | None = None
     """Per upstream server: calls in flight at once, and how long a call may wait for a slot."""
     loops: LoopSettings = LoopSettings()
+    approval: ApprovalRequirement | None = None
 
     def is_idempotent(self, annotations: Mapping[str, Any]) -> bool:
         """Whether retrying is safe: policy says so, or trusted annotations do."""

@@ -11,7 +11,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from gateway.config import GatewaySettings
 from gateway.downstream.auth import ApiKeys, AuthMiddleware
@@ -46,6 +46,7 @@ def build_http_app(
     readiness: Callable[[], tuple[bool, dict[str, Any]]],
     metrics: Callable[[], bytes],
     lifespan: Callable[[], Any],
+    extra_routes: list[BaseRoute] | None = None,
 ) -> Starlette:
     manager = StreamableHTTPSessionManager(
         app=server,
@@ -75,6 +76,7 @@ def build_http_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *(extra_routes or []),
         ],
         lifespan=app_lifespan,
     )

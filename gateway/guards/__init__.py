@@ -41,6 +41,8 @@ class GuardDeps:
     on_circuit_state: OnState | None = None
     on_rate_limited: Callable[[str, str], None] | None = None
     on_loop: Callable[[str], None] | None = None
+    approval: Guard | None = None
+    """The human approval gate (``gateway.approvals``), which lives above this layer."""
 
 
 def ordered_guards(deps: GuardDeps) -> list[Guard]:
@@ -60,6 +62,9 @@ def ordered_guards(deps: GuardDeps) -> list[Guard]:
         RateLimits(deps.store, deps.clock, on_limited=deps.on_rate_limited),  # cost control, before any work
         ArgumentValidation(schemas),  # the upstream never sees invalid arguments; nor will a human approver
         ReferenceChecks(deps.lookup, deps.clock),  # after validation: look up only well-formed ids
+        # A human is asked only about a call that would otherwise run: valid, with real references.
+        # Above retry: one approval covers the retries of the call it approved.
+        *([deps.approval] if deps.approval is not None else []),
         Retry(deps.clock, budget),  # inside validation (nothing to re-check); only idempotent tools retry
         # Each attempt counts; an open circuit stops retries at once; sees classify's typed errors.
         CircuitBreaker(deps.store, deps.clock, on_state=deps.on_circuit_state, fallback_runner=deps.lookup),

@@ -198,6 +198,9 @@ class LoopDetection:
         assert isinstance(verdict, _Admitted)
         if verdict.evidence is not None:
             self._detected(verdict.evidence)
+            if settings.action == "approve":  # a human decides whether the session may go on
+                reason = f"loop detected: {verdict.evidence.describe()}"
+                call = call.with_changes(approval_reasons=(*call.approval_reasons, reason))
         return await self._run(call, call_next, key, fp, verdict, settings)
 
     async def _run(
@@ -209,11 +212,15 @@ class LoopDetection:
         verdict: _Admitted,
         settings: LoopSettings,
     ) -> ToolResult:
-        warning = None if verdict.evidence is None else warning_block(verdict.evidence)
+        warn = verdict.evidence is not None and settings.action == "warn"
+        warning = warning_block(verdict.evidence) if warn and verdict.evidence is not None else None
         try:
             result = await call_next(call)
         except GatewayError as err:
-            await self._record(key, verdict.seq, fp, error_fingerprint(err.code, err.message), True, settings)
+            # Waiting for a human is not failing: a deferred call retried until approved is no loop.
+            failed = err.code != "approval_required"
+            fingerprint = error_fingerprint(err.code, err.message)
+            await self._record(key, verdict.seq, fp, fingerprint, failed, settings)
             if warning is not None and err.plane == "tool":
                 err.extra_content.append(warning)
             raise

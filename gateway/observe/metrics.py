@@ -15,6 +15,10 @@ from prometheus_client import (
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
+# Humans answer in seconds to hours.
+_WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+
+
 class Metrics:
     def __init__(self) -> None:
         # `_created` series double the scrape size and no dashboard of ours reads them.
@@ -74,6 +78,26 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+
+        self.approvals_pending = Gauge(
+            "interlock_approvals_pending",
+            "Approval requests waiting for a human, as the state store holds them (all replicas).",
+            registry=self.registry,
+        )
+        self.approvals = Counter(
+            "interlock_approvals",
+            "Approval decisions taken by this replica: approved, denied or expired.",
+            ["decision"],
+            registry=self.registry,
+        )
+        self.approval_wait = Histogram(
+            "interlock_approval_wait_seconds",
+            "Time from an approval request to its decision (or expiry).",
+            buckets=_WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        for decision in ("approved", "denied", "expired"):
+            self.approvals.labels(decision)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -13,15 +13,17 @@ from mcp.shared.exceptions import MCPError
 from gateway.core import CallNext, ToolCall, ToolResult
 from gateway.core.errors import GatewayError
 from gateway.observe.metrics import Metrics
+from gateway.observe.recent import RecentCall, RecentCalls
 
 
-def observed(chain: CallNext, metrics: Metrics) -> CallNext:
+def observed(chain: CallNext, metrics: Metrics, recent: RecentCalls | None = None) -> CallNext:
     calls = metrics.tool_calls
     duration = metrics.tool_call_duration
     notes = metrics.call_notes
 
     async def run(call: ToolCall) -> ToolResult:
         started = time.perf_counter()
+        started_at = time.time()
         outcome = "internal_error"
         try:
             result = await chain(call)
@@ -36,7 +38,20 @@ def observed(chain: CallNext, metrics: Metrics) -> CallNext:
             outcome = "protocol_error"  # an upstream's JSON-RPC error, forwarded as sent
             raise
         finally:
+            took = time.perf_counter() - started
             calls.labels(call.server, call.tool, outcome).inc()
-            duration.labels(call.server, call.tool).observe(time.perf_counter() - started)
+            duration.labels(call.server, call.tool).observe(took)
+            if recent is not None:
+                recent.add(
+                    RecentCall(
+                        at=started_at,
+                        server=call.server,
+                        tool=call.exposed_name,
+                        client=call.caller.principal,
+                        outcome=outcome,
+                        duration_ms=took * 1000,
+                        request_id=call.request_id,
+                    )
+                )
 
     return run

@@ -7,6 +7,7 @@ while the agent sees one stable shape.
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 
 import httpx2
@@ -27,15 +28,24 @@ def is_protocol_error(exc: MCPError) -> bool:
 
 
 def retry_after_seconds(value: str | None) -> float | None:
-    """Parse Retry-After as delta-seconds or an HTTP date (RFC 9110)."""
+    """Parse Retry-After as delta-seconds or an HTTP date (RFC 9110); None when it is neither.
+
+    Upstreams send garbage here too ("soon", "inf", a broken date): that must read as "no advice",
+    never as an exception or an infinite wait.
+    """
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
-    parsed = email.utils.parsedate_to_datetime(value) if value else None
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
     if parsed is None:
         return None
     return max(0.0, parsed.timestamp() - time.time())

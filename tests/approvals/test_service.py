@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -123,7 +124,6 @@ async def test_expiry_means_denied(service: ApprovalService, clock: ManualClock)
         with pytest.raises(ApprovalExpired):
             await service.decide(record.id, False, by="bob")
         assert not await service.consume(record.id, call)
-        assert await service.find_approved(call) is None
 
 
 async def test_consume_only_the_exact_call_and_only_once(service: ApprovalService) -> None:
@@ -151,7 +151,6 @@ async def test_denied_is_never_consumed(service: ApprovalService) -> None:
         record = await service.request(call, rule="r", reason="x", timeout_s=60)
         await service.decide(record.id, False, by="alice")
         assert not await service.consume(record.id, call)
-        assert await service.find_approved(call) is None
 
 
 async def test_concurrent_consume_runs_once(service: ApprovalService) -> None:
@@ -170,28 +169,29 @@ async def test_concurrent_consume_runs_once(service: ApprovalService) -> None:
         assert sorted(results) == [False] * 9 + [True]
 
 
-async def test_find_approved_for_the_defer_retry(service: ApprovalService, clock: ManualClock) -> None:
+async def test_the_deferred_pointer_leads_the_identical_retry_to_its_request(
+    service: ApprovalService, clock: ManualClock
+) -> None:
     with anyio.fail_after(TEST_LIMIT_S):
         call = tool_call("shop", "refund", {"amount": 250})
-        assert await service.find_approved(call) is None
+        assert await service.deferred_for(call) is None
         first = await service.request(call, rule="r", reason="x", timeout_s=60)
-        await service.request(tool_call("shop", "refund", {"amount": 9}), rule="r", reason="x", timeout_s=60)
-        assert await service.find_approved(call) is None  # pending is not approved
-        await service.decide(first.id, True, by="alice")
-        found = await service.find_approved(call)
-        assert found is not None and found.id == first.id
-        assert await service.find_approved(tool_call("shop", "refund", {"amount": 251})) is None
-        assert (
-            await service.find_approved(tool_call("shop", "refund", {"amount": 250}, principal="b")) is None
+        await service.remember_deferred(call, first)
+        other = tool_call("shop", "refund", {"amount": 9})
+        await service.remember_deferred(
+            other, await service.request(other, rule="r", reason="x", timeout_s=60)
         )
-        assert await service.consume(found.id, call)
-        assert await service.find_approved(call) is None  # used up: a second retry asks again
-
-        again = await service.request(call, rule="r", reason="x", timeout_s=60)
-        await service.decide(again.id, True, by="alice")
-        clock.advance(61)
-        assert await service.find_approved(call) is None  # an approval past its expiry is not usable
-        assert not await service.consume(again.id, call)
+        found = await service.deferred_for(tool_call("shop", "refund", {"amount": 250}))  # a new object
+        assert found is not None and (found.id, found.status) == (first.id, "pending")
+        assert await service.deferred_for(tool_call("shop", "refund", {"amount": 251})) is None
+        assert await service.deferred_for(tool_call("shop", "refund", {"amount": 250}, principal="b")) is None
+        await service.decide(first.id, True, by="alice")
+        approved = await service.deferred_for(call)
+        assert approved is not None and approved.status == "approved"
+        await service.forget_deferred(call, "some-other-id")  # only its own id removes the pointer
+        assert await service.deferred_for(call) is not None
+        await service.forget_deferred(call, first.id)
+        assert await service.deferred_for(call) is None
 
 
 async def test_request_validates_its_timeout(service: ApprovalService) -> None:
@@ -220,3 +220,28 @@ async def test_a_record_survives_a_restart(tmp_path: Path, clock: ManualClock) -
             assert decided.status == "approved"
         finally:
             await second.close()
+
+
+async def test_listing_pending_reads_only_records_that_may_still_be_pending(
+    service: ApprovalService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with anyio.fail_after(TEST_LIMIT_S):
+        decided = [
+            await service.request(refund(amount=i), rule="r", reason="x", timeout_s=60) for i in (1, 2)
+        ]
+        waiting = await service.request(refund(amount=3), rule="r", reason="x", timeout_s=60)
+        await service.decide(decided[0].id, True, by="alice")
+        await service.decide(decided[1].id, False, by="alice")
+        assert await service.consume(decided[0].id, refund(amount=1))
+        reads: list[str] = []
+        get = service.store.get
+
+        async def counting(key: str) -> dict[str, Any] | None:
+            reads.append(key)
+            return await get(key)
+
+        monkeypatch.setattr(service.store, "get", counting)
+        assert [r.id for r in await service.list("pending")] == [waiting.id]
+        assert sorted(reads) == sorted(["approvals:index", f"approval:{waiting.id}"])
+        assert [r.id for r in await service.list("used")] == [decided[0].id]
+        assert {r.id for r in await service.list()} == {waiting.id, *(r.id for r in decided)}

@@ -13,7 +13,13 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 BLOCKS = re.findall(r"```toml\n(.*?)```", DOC.read_text(encoding="utf-8"), re.DOTALL)
 ENV = {
     name: f"{name}-0123456789"
-    for name in ("CRM_TOKEN", "SEARCH_TOKEN", "INTERLOCK_KEY_CLAUDE", "INTERLOCK_KEY_BATCH")
+    for name in (
+        "CRM_TOKEN",
+        "SEARCH_TOKEN",
+        "INTERLOCK_KEY_CLAUDE",
+        "INTERLOCK_KEY_BATCH",
+        "INTERLOCK_ADMIN_ALICE",
+    )
 }
 
 

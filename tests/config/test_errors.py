@@ -30,7 +30,8 @@ HTTP = '[servers.search]\ntransport = "http"\nurl = "https://x.example"\n'
         ),
         (
             "[server.crm]\n",
-            "servers.toml: server: unknown key (allowed: gateway, servers); did you mean 'servers'?",
+            "servers.toml: server: unknown key (allowed: gateway, admin, approvals, servers); "
+            "did you mean 'servers'?",
         ),
         ("[gateway]\nzzz = 1\n", "servers.toml: gateway.zzz: unknown key (allowed: host, port,"),
         (
@@ -138,8 +139,14 @@ HTTP = '[servers.search]\ntransport = "http"\nurl = "https://x.example"\n'
             "servers.toml: gateway.allowed_origins[0]: expected an origin scheme://host[:port] "
             "without a path",
         ),
-        ('source = "/etc/passwd"\n', "servers.toml: source: unknown key (allowed: gateway, servers)"),
-        ('policies_dir = "/tmp"\n', "servers.toml: policies_dir: unknown key (allowed: gateway, servers)"),
+        (
+            'source = "/etc/passwd"\n',
+            "servers.toml: source: unknown key (allowed: gateway, admin, approvals, servers)",
+        ),
+        (
+            'policies_dir = "/tmp"\n',
+            "servers.toml: policies_dir: unknown key (allowed: gateway, admin, approvals, servers)",
+        ),
         ("[servers]\ncrm = 5\n", "servers.toml: servers.crm: expected a table, got 5"),
         # A key spelled like pydantic's own "[key]" marker is still just an unknown key.
         (STDIO + '"[key]" = 1\n', 'servers.toml: servers.crm."[key]": unknown key (allowed: namespace,'),

@@ -52,10 +52,14 @@ def test_explain_text_shows_rules_and_result(tmp_path: Path) -> None:
     assert "server 'crm' matches none of 'flaky'" in text
     assert "when `args.amount > 500 && !client.startsWith('supervisor')` is true" in text
     assert (
-        "resolved policy (rules applied: crm-customer-ids, crm-refunds, crm-large-refunds, crm-pinning)"
-        in text
+        "resolved policy (rules applied: crm-customer-ids, crm-refunds, crm-large-refunds, "
+        "crm-refund-approval, crm-pinning)" in text
     )
     assert "  access              deny" in lines
+    assert (
+        "  approval            rule=crm-refund-approval when `args.amount > 100` timeout_s=900 "
+        "mode=elicit fallback=defer approvers=any admin or the client redact=email"
+    ) in lines
     assert "  idempotent          false (policy)" in lines
     assert "  timeout_s           10" in lines
     assert any(

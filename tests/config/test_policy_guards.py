@@ -10,7 +10,6 @@ import pytest
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from gateway.config import explain_text, load_policies
-from gateway.config.policy_models import LOOPS_APPROVE
 from gateway.config.schema import policy_schema
 from gateway.core.policy import (
     DEFAULT_POLICY,
@@ -176,8 +175,14 @@ RULES = "".join(f'[[rules]]\nname = "r{i}"\n' for i in range(3))
 @pytest.mark.parametrize(
     ("body", "line"),
     [
-        ('loops = { action = "approve" }', f"rules[2].loops.action: {LOOPS_APPROVE}"),
-        ('loops = { action = "ask" }', "rules[2].loops.action: expected 'warn' or 'block', got 'ask'"),
+        (
+            'loops = { action = "ask" }',
+            "rules[2].loops.action: expected 'warn', 'block' or 'approve', got 'ask'",
+        ),
+        ('approval = { mode = "ask" }', "rules[2].approval.mode: expected 'elicit', 'hold' or 'defer'"),
+        ("approval = { timeout_s = 0 }", "rules[2].approval.timeout_s: expected a number > 0"),
+        ('approval = { when = "args.amount >" }', "rules[2].approval.when"),
+        ("approval = { approvers = ['o p'] }", "rules[2].approval.approvers[0]"),
         ("loops = { max_identical_calls = 0 }", "rules[2].loops.max_identical_calls: expected a number > 0"),
         (
             "loops = { max_calls_per_session = -1 }",
@@ -293,15 +298,32 @@ def test_load_error(tmp_path: Path, body: str, line: str) -> None:
     assert all(": rules[2]." in got for got in found), found
 
 
-def test_approve_is_rejected_with_a_clear_message(tmp_path: Path) -> None:
+def test_approve_is_a_loop_action(tmp_path: Path) -> None:
     text = RULES + '[rules.loops]\naction = "approve"\n'
-    assert errors(tmp_path, crm=text) == [
-        'policies/crm.toml: rules[2].loops.action: loops.action = "approve" needs human approvals, '
-        'which arrive with the approvals feature; use "warn" or "block"'
-    ]
-    assert errors(tmp_path, crm="[defaults]\nloops = { action = 'approve' }\n") == [
-        f"policies/crm.toml: defaults.loops.action: {LOOPS_APPROVE}"
-    ]
+    assert load(tmp_path, crm=text).resolve(ctx()).loops.action == "approve"
+
+
+def test_a_later_rule_replaces_or_lifts_an_approval(tmp_path: Path) -> None:
+    text = (
+        "[[rules]]\nname = 'big'\napproval = { when = 'args.amount > 100', timeout_s = 60, "
+        "approvers = ['ops'], mode = 'hold', redact = ['iban'] }\n"
+    )
+    approval = load(tmp_path, a=text).resolve(ctx()).approval
+    assert approval is not None
+    assert (approval.rule, approval.timeout_s, approval.approvers, approval.mode) == (
+        "big",
+        60,
+        ("ops",),
+        "hold",
+    )
+    assert approval.redact == ("iban",) and approval.when_source == "args.amount > 100"
+    assert approval.when is not None and approval.when({"args": {"amount": 150}}) is True
+    assert approval.when({"args": {"amount": 50}}) is False
+    lifted = text + "[[rules]]\nname = 'trusted'\napproval = { required = false }\n"
+    assert load(_sub(tmp_path, "lifted"), a=lifted).resolve(ctx()).approval is None
+    replaced = text + "[[rules]]\nname = 'all'\napproval = {}\n"
+    again = load(_sub(tmp_path, "replaced"), a=replaced).resolve(ctx()).approval
+    assert again is not None and again.rule == "all" and again.when is None and again.approvers == ()
 
 
 def test_waiting_zero_seconds_for_a_slot_is_allowed(tmp_path: Path) -> None:
@@ -459,7 +481,7 @@ def test_explain_text_on_builtin_defaults_shows_the_guards(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     "body",
     [
-        {"loops": {"action": "approve"}},
+        {"loops": {"action": "ask"}},
         {"loops": {"max_identical_calls": 0}},
         {"breaker": {"failure_rate": 1.5}},
         {"breaker": {"fallback": "retry"}},
@@ -480,3 +502,9 @@ def test_schema_accepts_every_key() -> None:
     import tomllib
 
     Draft202012Validator(policy_schema()).validate(tomllib.loads(EVERY_KEY))
+
+
+def _sub(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    path.mkdir()
+    return path

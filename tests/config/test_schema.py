@@ -24,7 +24,7 @@ def test_check_mode_agrees() -> None:
 
 
 def test_loader_fields_are_not_in_the_schema() -> None:
-    assert set(servers_schema()["properties"]) == {"gateway", "servers"}
+    assert set(servers_schema()["properties"]) == {"gateway", "admin", "approvals", "servers"}
 
 
 def document(text: str, env: dict[str, str]) -> Any:

@@ -1,0 +1,1 @@
+"""The admin plane: the approvals REST API under ``/admin/api/`` and the web UI at ``/admin``."""

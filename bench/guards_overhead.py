@@ -66,8 +66,11 @@ import anyio
 import anyio.lowlevel
 
 from bench.gateway_vs_direct import git_state, load_average, machine_info, percentile
+from gateway.approvals import ApprovalService
+from gateway.approvals.gate import ApprovalGate
+from gateway.approvals.rounds import Rounds
 from gateway.catalog import ToolEntry, tool_digest
-from gateway.config import PolicyContext, PolicySet, load_policies
+from gateway.config import ApprovalSettings, PolicyContext, PolicySet, load_policies
 from gateway.core import Caller, CallNext, Guard, SystemClock, ToolCall, ToolResult, build_chain
 from gateway.downstream.caller import new_request_id
 from gateway.guards import GuardDeps, ordered_guards
@@ -84,6 +87,7 @@ from gateway.guards.timeout import Timeout
 from gateway.guards.validation import ArgumentValidation, SchemaCache
 from gateway.observe.metrics import Metrics
 from gateway.observe.observer import observed
+from gateway.observe.recent import RecentCalls
 from gateway.state import MemoryPinStore, StateStore, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -263,12 +267,19 @@ class Setup:
 
     def guards(self) -> list[Guard]:
         """Everything ``ordered_guards`` builds, each list with its own state (as a fresh gateway)."""
+        store = self.open_store()
+        approvals = ApprovalService(store, self.clock)
+        # No rule asks for approval here: this measures what the gate costs every other call.
+        gate = ApprovalGate(
+            approvals, self.clock, ApprovalSettings(), decide_url=lambda i: i, rounds=Rounds(approvals)
+        )
         deps = GuardDeps(
             resolver=self.policies.resolve_call,
             pins=self.pins,
             lookup=self.run_lookup,
             clock=self.clock,
-            store=self.open_store(),
+            store=store,
+            approval=gate,
         )
         guards = ordered_guards(deps)
         cache = schema_cache(guards)
@@ -284,7 +295,7 @@ class Setup:
         return self.wrap_store(store) if self.wrap_store else store
 
     def pipeline(self, guards: Sequence[Guard]) -> CallNext:
-        return observed(build_chain(guards, self.terminal), Metrics())
+        return observed(build_chain(guards, self.terminal), Metrics(), RecentCalls())
 
     def make_call(self) -> ToolCall:
         """The next call: a fresh arguments dict, as the JSON-RPC layer hands it over; a new

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from gateway.config import ConfigError, expand
 from gateway.config.loader import parse_toml
+from gateway.web.fmt import countdown
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 API = "/admin/api/approvals"
@@ -260,21 +261,6 @@ class Api:
 # -- what people read ------------------------------------------------------------------------------
 
 
-def duration(seconds: float) -> str:
-    """``2h 05m``, ``14m 32s``, ``9s``: as precise as a human deciding needs."""
-    total = max(0, int(seconds))
-    days, rest = divmod(total, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours:02d}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
-
-
 def _stamp(epoch: Any) -> str:
     if not isinstance(epoch, int | float):
         return "-"
@@ -292,7 +278,7 @@ def _time_left(record: Mapping[str, Any]) -> float:
 def _outcome(record: Mapping[str, Any]) -> str:
     status = record.get("status")
     if status == "pending":
-        return f"{duration(_time_left(record))} left"
+        return f"{countdown(_time_left(record))} left"
     if status == "expired":
         return f"expired {_stamp(record.get('expires'))}"
     by = record.get("decided_by") or "?"
@@ -330,7 +316,7 @@ def show_text(record: Mapping[str, Any]) -> str:
     """Every field of one request, the redacted arguments pretty-printed last."""
     status = str(record.get("status"))
     if status == "pending":
-        status += f" ({duration(_time_left(record))} left)"
+        status += f" ({countdown(_time_left(record))} left)"
     fields: list[tuple[str, Any]] = [
         ("approval", record.get("id")),
         ("status", status),

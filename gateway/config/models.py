@@ -130,21 +130,30 @@ class GatewaySettings(BaseModel):
     @classmethod
     def _unique_clients(cls, clients: list[ClientKey]) -> list[ClientKey]:
         # A shared name makes audit records ambiguous; a shared key makes the name a lie.
-        problems: list[tuple[Loc, str]] = []
-        names: dict[str, int] = {}
-        keys: dict[str, int] = {}
-        for index, client in enumerate(clients):
-            if client.name in names:
-                first = names[client.name]
-                problems.append(((index, "name"), f"duplicate client name {client.name!r} (see [{first}])"))
-            secret = client.key.get_secret_value()
-            if secret in keys:
-                problems.append(((index, "key"), f"same key as client [{keys[secret]}]; give each its own"))
-            names.setdefault(client.name, index)
-            keys.setdefault(secret, index)
-        if problems:
-            raise problems_error(problems)
+        check_unique_credentials([(c.name, c.key) for c in clients], "client", "key")
         return clients
+
+
+def check_unique_credentials(entries: list[tuple[str, SecretStr]], kind: str, secret_field: str) -> None:
+    """Reject two entries (name, secret) with one name, or one secret: each identity is its own."""
+    problems: list[tuple[Loc, str]] = []
+    names: dict[str, int] = {}
+    secrets: dict[str, int] = {}
+    for index, (name, secret_str) in enumerate(entries):
+        if name in names:
+            problems.append(((index, "name"), f"duplicate {kind} name {name!r} (see [{names[name]}])"))
+        secret = secret_str.get_secret_value()
+        if secret in secrets:
+            problems.append(
+                (
+                    (index, secret_field),
+                    f"same {secret_field} as {kind} [{secrets[secret]}]; give each its own",
+                )
+            )
+        names.setdefault(name, index)
+        secrets.setdefault(secret, index)
+    if problems:
+        raise problems_error(problems)
 
 
 class RestartPolicy(BaseModel):
@@ -266,23 +275,7 @@ class AdminSettings(BaseModel):
     @field_validator("users")
     @classmethod
     def _unique_users(cls, users: list[AdminUser]) -> list[AdminUser]:
-        problems: list[tuple[Loc, str]] = []
-        names: dict[str, int] = {}
-        tokens: dict[str, int] = {}
-        for index, user in enumerate(users):
-            if user.name in names:
-                problems.append(
-                    ((index, "name"), f"duplicate admin name {user.name!r} (see [{names[user.name]}])")
-                )
-            secret = user.token.get_secret_value()
-            if secret in tokens:
-                problems.append(
-                    ((index, "token"), f"same token as admin [{tokens[secret]}]; give each its own")
-                )
-            names.setdefault(user.name, index)
-            tokens.setdefault(secret, index)
-        if problems:
-            raise problems_error(problems)
+        check_unique_credentials([(u.name, u.token) for u in users], "admin", "token")
         return users
 
 

@@ -7,12 +7,12 @@ gateway on a network interface would hand every upstream credential to anyone wh
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.config import ClientKey
+from gateway.core.net import bearer_token, is_loopback_address
 
 PRINCIPAL_SCOPE_KEY = "interlock.principal"
 ANONYMOUS = "anonymous"
@@ -36,15 +36,6 @@ class ApiKeys:
         return found
 
 
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 class AuthMiddleware:
     """Puts the caller's identity in the ASGI scope, or answers 401 before MCP sees the request."""
 
@@ -66,12 +57,11 @@ class AuthMiddleware:
     def _principal(self, scope: Scope) -> str | None:
         if not self.keys.enabled:
             client = scope.get("client")
-            return ANONYMOUS if is_loopback(client[0] if client else None) else None
+            return ANONYMOUS if is_loopback_address(client[0] if client else None) else None
         for name, value in scope.get("headers", []):
             if name == b"authorization":
-                scheme, _, token = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and token:
-                    return self.keys.identify(token.strip())
+                token = bearer_token(value.decode("latin-1"))
+                return self.keys.identify(token) if token else None
         return None
 
 

@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from gateway.config import AdminSettings
+from gateway.core.net import bearer_token, is_loopback_address
 from gateway.web.identity import (
     CONFIGURE_USERS,
     Admin,
-    bearer_token,
     find_by_token,
-    is_loopback_address,
     is_loopback_host,
     local_admin,
     open_mode,

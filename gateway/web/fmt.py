@@ -22,10 +22,13 @@ def clock_time(epoch: float) -> Markup:
 
 
 def countdown(seconds: float) -> str:
-    """``4m 05s``, ``1h 02m``, ``12s``: what a human reads at a glance."""
+    """``4m 05s``, ``1h 02m``, ``2d 03h``, ``12s``: what a human deciding reads at a glance."""
     s = max(0, int(seconds))
-    hours, rest = divmod(s, 3600)
+    days, rest = divmod(s, 86_400)
+    hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h"
     if hours:
         return f"{hours}h {minutes:02d}m"
     if minutes:

@@ -9,11 +9,11 @@ reachable over the network never runs an unauthenticated admin plane.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from dataclasses import dataclass
 
 from gateway.approvals import ApprovalRecord
 from gateway.config import AdminSettings, AdminUser
+from gateway.core.net import is_loopback_address
 
 LOCAL_ADMIN = "local-admin"
 CLIENT_APPROVER = "client"
@@ -59,24 +59,6 @@ def find_by_token(settings: AdminSettings, token: str) -> Admin | None:
 
 def find_user(settings: AdminSettings, name: str) -> AdminUser | None:
     return next((user for user in settings.users if user.name == name), None)
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
-
-
-def is_loopback_address(address: str | None) -> bool:
-    """Whether a peer address (``request.client.host``) is on this machine."""
-    if not address:
-        return False
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 def is_loopback_host(host_header: str | None) -> bool:

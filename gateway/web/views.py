@@ -109,15 +109,12 @@ class AdminUi:
 
     async def decide(self, request: Request) -> Response:
         approval_id = request.path_params["id"]
-        refused = self._post_refusal(request)
-        if refused is not None:
-            return refused
-        visit = self._visit(request)
-        if isinstance(visit, Response):
-            return visit
-        form = await _read_form(request) or {}
+        posted = await self._posted_form(request)
+        if isinstance(posted, Response):
+            return posted
+        visit, form, csrf_ok = posted
         back = f"/admin/approvals/{quote(approval_id)}" if form.get("back") == "detail" else "/admin"
-        if not self.sessions.csrf_ok(self.backend.admin, visit.session, form.get("csrf")):
+        if not csrf_ok:
             # A stale tab (the gateway restarted, or the user logged in again elsewhere): nothing
             # was decided; the reloaded page carries a fresh token.
             flash = page.Flash(
@@ -162,6 +159,21 @@ class AdminUi:
         return harden(response)
 
     async def logout(self, request: Request) -> Response:
+        posted = await self._posted_form(request)
+        if isinstance(posted, Response):
+            return posted
+        visit, _, csrf_ok = posted
+        if not csrf_ok:
+            return self._redirect("/admin", visit, page.Flash("bad", "The form had expired; try again."))
+        response = RedirectResponse("/admin/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/admin", httponly=True, samesite="strict")
+        return harden(response)
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _posted_form(self, request: Request) -> tuple[Visit, dict[str, str], bool] | Response:
+        """A form post from a signed-in page: (the visit, the form, whether its CSRF token holds),
+        or the response that turns a cross-site post or a missing session away."""
         refused = self._post_refusal(request)
         if refused is not None:
             return refused
@@ -169,13 +181,7 @@ class AdminUi:
         if isinstance(visit, Response):
             return visit
         form = await _read_form(request) or {}
-        if not self.sessions.csrf_ok(self.backend.admin, visit.session, form.get("csrf")):
-            return self._redirect("/admin", visit, page.Flash("bad", "The form had expired; try again."))
-        response = RedirectResponse("/admin/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/admin", httponly=True, samesite="strict")
-        return harden(response)
-
-    # -- plumbing -------------------------------------------------------------------------------
+        return visit, form, self.sessions.csrf_ok(self.backend.admin, visit.session, form.get("csrf"))
 
     def _visit(self, request: Request, *, redirect: bool = True) -> Visit | Response:
         """The session behind this request, or the response that turns it away (the login page

@@ -85,8 +85,12 @@ def format_path(loc: Loc) -> str:
 
 def is_secret_loc(loc: Loc) -> bool:
     """Whether a value at this key path may be a credential, and so must never be printed."""
-    if loc[:2] == ("gateway", "clients"):
-        return loc[-1] != "name"
+    if loc[:2] in (("gateway", "clients"), ("admin", "users")):
+        return loc[-1] not in ("name", "groups") and "groups" not in loc
+    if loc[:1] == ("approvals",) and "secret" in loc:  # [approvals] secret, [approvals.webhook] secret
+        return True
+    if loc[:2] == ("approvals", "webhook") and "url" in loc:  # a Slack-style URL is a credential
+        return True
     return len(loc) >= 3 and loc[0] == "servers" and loc[2] in _SECRET_TABLES
 
 

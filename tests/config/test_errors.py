@@ -218,6 +218,11 @@ def test_all_problems_are_collected_in_file_order(tmp_path: Path) -> None:
         (STDIO + 'env = "SECRET"\n', {}),
         ('[gateway]\nport = "${PORT}"\n', {"PORT": "SECRET"}),
         (STDIO + 'args = ["--token", "${T}"]\ntimeout_s = "${T}"\n', {"T": "SECRET"}),
+        ('[[admin.users]]\nname = "a"\ntoken = "tooshort-SECRET"\n', {}),
+        ('[[admin.users]]\nname = "a"\ntoken = ["SECRET"]\n', {}),
+        ('[approvals]\nsecret = "SECRET"\n', {}),
+        ('[approvals.webhook]\nurl = "hooks.example/SECRET"\n', {}),
+        ('[approvals.webhook]\nurl = "https://hooks.example/x"\nsecret = "SECRET"\n', {}),
     ],
 )
 def test_secrets_never_appear_in_errors(tmp_path: Path, text: str, env: dict[str, str]) -> None:

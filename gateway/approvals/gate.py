@@ -40,6 +40,8 @@ from gateway.core import CallNext, ToolCall, ToolResult, current_backchannel
 from gateway.core import errors as e
 from gateway.core.clock import Clock
 from gateway.core.policy import ApprovalRequirement
+from gateway.guards.ratelimit import store_down_error
+from gateway.state.base import StoreUnavailable
 
 log = logging.getLogger("interlock.approvals")
 
@@ -72,6 +74,13 @@ class ApprovalGate:
         self.rounds = rounds
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> ToolResult:
+        try:
+            return await self._gate(call, call_next)
+        except StoreUnavailable as exc:
+            # Always closed: a call that needs a human never runs because the records are down.
+            raise store_down_error("the approval", exc, {"guard": "approval"}) from exc
+
+    async def _gate(self, call: ToolCall, call_next: CallNext) -> ToolResult:
         if self.rounds.owns(call):  # the retry of our own input_required round trip
             return await self.rounds.resume(call, call_next, self._decided)
         ask = self._ask(call)

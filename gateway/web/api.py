@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.approvals import UnknownApproval
 from gateway.approvals.records import STATUSES
+from gateway.state.base import StoreUnavailable
 from gateway.web.access import Refused, api_caller
 from gateway.web.backend import AdminBackend
 from gateway.web.decisions import DecisionRefused, approval_json, decide_as
@@ -137,6 +138,10 @@ class AdminApi:
                 return error_response(exc.status, exc.code, exc.message, exc.details)
             except BadRequest as exc:
                 return error_response(exc.status, exc.code, exc.message)
+            except StoreUnavailable as exc:  # the records are out of reach: say so, decide nothing
+                return error_response(
+                    503, "state_store_unavailable", f"the approval records cannot be reached ({exc})"
+                )
             except Exception:
                 incident = secrets.token_hex(6)
                 log.exception(

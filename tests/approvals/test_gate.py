@@ -15,7 +15,8 @@ from gateway.core import Caller, ResolvedPolicy, ToolCall, ToolResult, build_cha
 from gateway.core import errors as e
 from gateway.core.clock import ManualClock
 from gateway.core.policy import ApprovalRequirement
-from gateway.state.base import StateStore
+from gateway.state import MemoryStateStore
+from gateway.state.base import StateStore, StoreUnavailable
 from tests.calls import Recorder, tool_call
 
 pytestmark = pytest.mark.anyio
@@ -146,3 +147,27 @@ async def test_an_approved_call_answers_its_upstreams_questions_without_asking_a
     }
     assert INPUT_KEY not in upstream.calls[1].extra.get("inputResponses", {})
     assert len([r for r in await service.list() if r.status == "used"]) == 1  # one human, one approval
+
+
+class DownStore(MemoryStateStore):
+    """A store that has gone away: every read and write fails fast, as Redis's client does."""
+
+    async def update(self, key: str, updater: Any, *, ttl_s: float) -> Any:
+        raise StoreUnavailable("connection refused")
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        raise StoreUnavailable("connection refused")
+
+
+async def test_a_gated_call_never_runs_while_the_records_are_unreachable(clock: ManualClock) -> None:
+    gate, _ = _gate(DownStore(clock), clock)
+    upstream = Recorder()
+    error = await _refused(gate, _call(ApprovalRequirement(rule="r")), upstream)
+    assert (error.code, error.details["reason"], error.details["guard"]) == (
+        "rate_limited",
+        "state_store_unavailable",
+        "approval",
+    )
+    assert upstream.calls == []
+    await build_chain([gate], upstream)(_call(None))  # calls no rule gates are not affected
+    assert len(upstream.calls) == 1

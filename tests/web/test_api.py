@@ -370,3 +370,22 @@ async def test_unknown_endpoint_answers_in_the_error_shape(
         res = await connect(open_gateway).get("/admin/api/nothing/here")
         assert res.status_code == 404
         assert error_of(res.json())["code"] == "not_found"
+
+
+async def test_an_unreachable_store_is_a_503_and_decides_nothing(
+    open_gateway: StandInGateway, connect: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.state.base import StoreUnavailable
+
+    async def down(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailable("connection refused")
+
+    monkeypatch.setattr(open_gateway.approvals.store, "get", down)
+    monkeypatch.setattr(open_gateway.approvals.store, "update", down)
+    client = connect(open_gateway)
+    listed = await client.get(API)
+    decided = await client.post(f"{API}/some-id/approve", json={})
+    for res in (listed, decided):
+        assert res.status_code == 503
+        assert res.json()["error"]["code"] == "state_store_unavailable"
+    assert open_gateway.decisions == []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.approvals.records import (
@@ -79,7 +80,8 @@ class DecisionConflict(ApprovalError):
         else:
             detail = f"{record.status} by {record.decided_by or 'unknown'}"
             if record.decided_at is not None:
-                detail += f" at {record.decided_at:.0f}"
+                when = datetime.fromtimestamp(record.decided_at, tz=UTC)
+                detail += f" at {when:%Y-%m-%d %H:%M:%S} UTC"
         super().__init__(f"approval {record.id} was already decided: {detail}")
 
 

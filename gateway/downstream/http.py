@@ -9,9 +9,11 @@ from typing import Any
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.config import GatewaySettings
 from gateway.downstream.auth import ApiKeys, AuthMiddleware
@@ -20,6 +22,28 @@ from gateway.downstream.server import GatewayServer
 _LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
 _LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 _WILDCARD_BINDS = ("0.0.0.0", "::", "")
+
+
+_OWS = (b" ", b"\t")
+
+
+class TrimHeaderWhitespace:
+    """RFC 9110 §5.5: a field value excludes leading and trailing whitespace (OWS).
+
+    h11 strips it while parsing; httptools, the faster parser uvicorn prefers when installed, does
+    not, and the SDK compares ``Mcp-Name`` and friends byte for byte. Trimmed here, once, for every
+    route, and only when some value needs it (a scan of a dozen headers costs about a microsecond).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            if any(v[:1] in _OWS or v[-1:] in _OWS for _, v in headers):
+                scope = {**scope, "headers": [(k, v.strip(b" \t")) for k, v in headers]}
+        await self.app(scope, receive, send)
 
 
 def transport_security(settings: GatewaySettings) -> TransportSecuritySettings:
@@ -79,4 +103,5 @@ def build_http_app(
             *(extra_routes or []),
         ],
         lifespan=app_lifespan,
+        middleware=[Middleware(TrimHeaderWhitespace)],
     )

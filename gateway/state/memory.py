@@ -10,12 +10,12 @@ next to the semantics they define.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import OrderedDict
 from typing import Any
 
 import anyio
+import orjson
 
 from gateway.core.clock import Clock
 from gateway.state import gcra
@@ -42,13 +42,16 @@ def encode_doc(doc: dict[str, Any] | None) -> str | None:
         return None
     if not isinstance(doc, dict):
         raise TypeError(f"an updater must return a dict or None as the new value, got {type(doc).__name__}")
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    # orjson: every guard decision encodes and decodes its document (a loop history is ~3 KB), and
+    # the C codec does the round trip in a sixth of the time of the json module. JSON has no
+    # spelling for NaN or infinity: orjson writes them as null, and no updater of ours makes them.
+    return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def decode_doc(raw: str | bytes | None) -> dict[str, Any] | None:
     if raw is None:
         return None
-    doc = json.loads(raw)
+    doc = orjson.loads(raw)
     assert isinstance(doc, dict)
     return doc
 

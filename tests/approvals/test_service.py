@@ -78,7 +78,9 @@ async def test_a_decision_is_taken_exactly_once(service: ApprovalService, clock:
             "fine",
         )
         for approve in (True, False):
-            with pytest.raises(DecisionConflict, match="already decided: approved by alice") as info:
+            # A readable time, not epoch seconds (ManualClock's wall clock is in November 2023).
+            decided = r"already decided: approved by alice at 2023-11-14 22:13:\d\d UTC"
+            with pytest.raises(DecisionConflict, match=decided) as info:
                 await service.decide(record.id, approve, by="bob")
             assert (info.value.status, info.value.decided_by) == ("approved", "alice")
         assert await service.get(record.id) == approved

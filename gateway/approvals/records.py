@@ -40,7 +40,8 @@ def canonical_json(value: Any) -> str:
 
 def canonical_digest(arguments: Mapping[str, Any] | None) -> str:
     """``sha256:<hex>`` of the canonical JSON of a call's arguments (``{}`` when there are none)."""
-    body = canonical_json(dict(arguments or {})).encode("utf-8")
+    # surrogatepass: a lone surrogate ("\ud800") is valid JSON input and must digest, not crash.
+    body = canonical_json(dict(arguments or {})).encode("utf-8", "surrogatepass")
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 

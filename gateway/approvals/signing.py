@@ -90,7 +90,8 @@ class StateSigner:
             "n": secrets.token_urlsafe(16),
             "p": payload,
         }
-        raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        # ASCII: any string an upstream put in its own state (even a lone surrogate) seals safely.
+        raw = json.dumps(body, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
         return f"{_b64encode(raw)}.{_b64encode(self._mac(raw))}"
 
     async def open(self, token: str, *, client: str, call_digest: str) -> dict[str, Any]:

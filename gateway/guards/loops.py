@@ -17,10 +17,12 @@ from gateway.guards.loop_detectors import (
     History,
     budget_evidence,
     call_fingerprint,
+    call_key,
     error_fingerprint,
     history_size,
     loop_evidence,
     polling_wait,
+    record_result,
     result_fingerprint,
 )
 from gateway.guards.ratelimit import OnLimited, StoreDownLog, ceil_ms, store_down_error
@@ -49,9 +51,10 @@ HINTS: dict[str, str] = {
 """Hints for the kinds whose remedy differs from the error class's default hint."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs twice as much to build, on every call
 class _Admitted:
-    seq: int
+    t: float
+    """When it was admitted: with its fingerprint, what finds its entry again after the call."""
     evidence: Evidence | None
     """Set in warn mode: the call runs, and its result carries the warning."""
 
@@ -67,49 +70,35 @@ class _TooSoon:
 
 
 def _before(
-    current: dict[str, Any] | None,
-    *,
     tool: str,
-    fp: str,
+    key: str,
     now: float,
     settings: LoopSettings,
+    current: dict[str, Any] | None,
 ) -> tuple[dict[str, Any] | None, _Admitted | _Refused | _TooSoon]:
-    """The pure updater run before the call: judge it, and record it if it may run."""
+    """The pure updater run before the call (``key``: its ``call_key``): judge it, and record it if
+    it may run."""
     history = History.from_doc(current).within(now, settings.window_s)
     block = settings.action == "block"
     evidence = budget_evidence(history, tool, settings)
     if evidence is not None and block:
         return history.to_doc(), _Refused(evidence)
-    wait = polling_wait(history.entries, fp, now, settings.polling_min_interval_s)
+    wait = polling_wait(history, key, now, settings.polling_min_interval_s)
     if wait is not None:
         return history.to_doc(), _TooSoon(wait)
-    evidence = evidence or loop_evidence(history.entries, fp, settings)
+    evidence = evidence or loop_evidence(history, key, settings)
     if evidence is not None and block:
         return history.to_doc(), _Refused(evidence)
-    admitted, entry = history.admit(tool, fp, now, history_size(settings))
-    return admitted.to_doc(), _Admitted(entry.seq, evidence)
+    return history.admit(tool, key, now, history_size(settings)), _Admitted(now, evidence)
 
 
 def _after(
-    current: dict[str, Any] | None, *, seq: int, fp: str, result: str, failed: bool
+    t: float, key: str, result: str, failed: bool, current: dict[str, Any] | None
 ) -> tuple[dict[str, Any] | None, None]:
     """The pure updater run after the call: its result fingerprint goes onto its entry."""
     if current is None:
         return None, None  # the session expired meanwhile: nothing to record against
-    # Hot path: touch the one stored entry in place of decoding the whole history (the document
-    # layout is History.to_doc's: [seq, t, tool, fp, result, failed]).
-    entries = current.get("h")
-    if (
-        current.get("v") == 1
-        and isinstance(entries, list)
-        and all(isinstance(e, list) and len(e) == 6 for e in entries)
-    ):
-        updated = [
-            [e[0], e[1], e[2], e[3], result, int(failed)] if e[0] == seq and e[3] == fp else e
-            for e in entries
-        ]
-        return {**current, "h": updated}, None
-    return History.from_doc(current).finish(seq, fp, result, failed).to_doc(), None
+    return record_result(current, t, key, result, failed), None
 
 
 def refusal(evidence: Evidence) -> GatewayError:
@@ -147,7 +136,7 @@ class LoopDetection:
     with the exact wait, and that call is not recorded (so it is never counted as a loop).
 
     Keys on: the session (``caller.session_key``): one JSON document ``loops:{session}`` in the state
-    store, expiring ``window_s`` after the session's last call, with the last ~50 calls (time, tool,
+    store, expiring ``window_s`` after the session's last call, with the last 24 calls (time, tool,
     call fingerprint, result fingerprint, failed) and the session's call counters. Costs two
     ``update`` round trips per call: one before (judge and record) and one after (the result). The
     result is not folded into the next call's round trip because that call may land on another
@@ -178,13 +167,14 @@ class LoopDetection:
         settings = call.policy.loops
         if not settings.enabled:
             return await call_next(call)
-        key = f"loops:{call.caller.session_key}"
-        fp = call_fingerprint(call.exposed_name, call.arguments, call.extra)
+        doc_key = f"loops:{call.caller.session_key}"
+        tool = call.exposed_name
+        key = call_key(tool, call_fingerprint(tool, call.arguments, call.extra))
         # Wall time: replicas sharing one store must agree on one timeline.
         now = self.clock.wall()
-        judge = partial(_before, tool=call.exposed_name, fp=fp, now=now, settings=settings)
+        judge = partial(_before, tool, key, now, settings)  # positional: cheaper to call
         try:
-            verdict = await self.store.update(key, judge, ttl_s=settings.window_s)
+            verdict = await self.store.update(doc_key, judge, ttl_s=settings.window_s)
         except StoreUnavailable as exc:
             if settings.on_store_error == "open":
                 self._store_down.warn("loop detection", exc)
@@ -201,14 +191,14 @@ class LoopDetection:
             if settings.action == "approve":  # a human decides whether the session may go on
                 reason = f"loop detected: {verdict.evidence.describe()}"
                 call = call.with_changes(approval_reasons=(*call.approval_reasons, reason))
-        return await self._run(call, call_next, key, fp, verdict, settings)
+        return await self._run(call, call_next, doc_key, key, verdict, settings)
 
     async def _run(
         self,
         call: ToolCall,
         call_next: CallNext,
+        doc_key: str,
         key: str,
-        fp: str,
         verdict: _Admitted,
         settings: LoopSettings,
     ) -> ToolResult:
@@ -220,15 +210,16 @@ class LoopDetection:
             # Waiting for a human is not failing: a deferred call retried until approved is no loop.
             failed = err.code != "approval_required"
             fingerprint = error_fingerprint(err.code, err.message)
-            await self._record(key, verdict.seq, fp, fingerprint, failed, settings)
+            await self._record(doc_key, verdict.t, key, fingerprint, failed, settings)
             if warning is not None and err.plane == "tool":
                 err.extra_content.append(warning)
             raise
         except Exception:
             # A bug below is still a failed call; cancellation (BaseException) is no outcome at all.
-            await self._record(key, verdict.seq, fp, error_fingerprint("internal_error", ""), True, settings)
+            fingerprint = error_fingerprint("internal_error", "")
+            await self._record(doc_key, verdict.t, key, fingerprint, True, settings)
             raise
-        await self._record(key, verdict.seq, fp, result_fingerprint(result.raw), result.is_error, settings)
+        await self._record(doc_key, verdict.t, key, result_fingerprint(result.raw), result.is_error, settings)
         if warning is None or result.input_required:
             return result
         raw = dict(result.raw)
@@ -236,11 +227,11 @@ class LoopDetection:
         return ToolResult(raw, result.notes).noted("loop_warning")
 
     async def _record(
-        self, key: str, seq: int, fp: str, result: str, failed: bool, settings: LoopSettings
+        self, doc_key: str, t: float, key: str, result: str, failed: bool, settings: LoopSettings
     ) -> None:
-        finish = partial(_after, seq=seq, fp=fp, result=result, failed=failed)
+        finish = partial(_after, t, key, result, failed)
         try:
-            await self.store.update(key, finish, ttl_s=settings.window_s)
+            await self.store.update(doc_key, finish, ttl_s=settings.window_s)
         except StoreUnavailable as exc:
             # The call has run; its result must reach the agent. Only the loop evidence is lost.
             self._store_down.warn("loop detection (result not recorded)", exc)

@@ -10,6 +10,7 @@ next to the semantics they define.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import OrderedDict
 from typing import Any
@@ -45,13 +46,19 @@ def encode_doc(doc: dict[str, Any] | None) -> str | None:
     # orjson: every guard decision encodes and decodes its document (a loop history is ~3 KB), and
     # the C codec does the round trip in a sixth of the time of the json module. JSON has no
     # spelling for NaN or infinity: orjson writes them as null, and no updater of ours makes them.
-    return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS).decode()
+    try:
+        return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # orjson.JSONEncodeError: e.g. a lone surrogate, which UTF-8 cannot hold
+        return json.dumps(doc, separators=(",", ":"), allow_nan=False)  # ASCII, escapes it
 
 
 def decode_doc(raw: str | bytes | None) -> dict[str, Any] | None:
     if raw is None:
         return None
-    doc = orjson.loads(raw)
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:  # what encode_doc's fallback wrote (escaped lone surrogates)
+        doc = json.loads(raw)
     assert isinstance(doc, dict)
     return doc
 

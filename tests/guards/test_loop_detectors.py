@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import replace
+from typing import Any
+
+import pytest
 
 from gateway.core.policy import LoopSettings
 from gateway.guards.loop_detectors import (
-    Entry,
+    DOC_VERSION,
+    FAILED,
     History,
+    _canonical,
     budget_evidence,
     call_fingerprint,
+    call_key,
     cycle,
     error_fingerprint,
     failing_retries,
@@ -17,32 +25,40 @@ from gateway.guards.loop_detectors import (
     identical_calls,
     loop_evidence,
     polling_wait,
+    record_result,
     result_fingerprint,
     stuck_polling,
 )
+from gateway.state.memory import decode_doc, encode_doc
 
 W = 600.0
 
 
 def fp(name: str) -> str:
-    return call_fingerprint(name, {"q": name})
+    """The history's key of the call ``name`` (the tool name and its call fingerprint)."""
+    return call_key(name, call_fingerprint(name, {"q": name}))
 
 
-def entries(
-    *spec: str | tuple[str, str | None] | tuple[str, str | None, bool], step: float = 1.0
-) -> list[Entry]:
+def label(name: str) -> str:
+    return f"{name}#{call_fingerprint(name, {'q': name})[:8]}"
+
+
+def entries(*spec: str | tuple[str, str | None] | tuple[str, str | None, bool], step: float = 1.0) -> History:
     """``"A"`` a pending call; ``("A", "r1")`` a call that returned r1; ``("A", "e", True)`` a failure."""
-    out = []
+    history = History()
     for i, item in enumerate(spec):
         name, result, failed = (item, None, False) if isinstance(item, str) else (*item, False)[:3]
-        out.append(Entry(i + 1, 100.0 + i * step, name, fp(name), result, bool(failed)))
-    return out
+        doc = history.admit(name, fp(name), 100.0 + i * step, 500)
+        if result is not None:
+            doc = record_result(doc, 100.0 + i * step, fp(name), result, bool(failed))
+        history = History.from_doc(doc)
+    return history
 
 
 def test_call_fingerprints_ignore_key_order_and_spacing_but_not_values() -> None:
     a = call_fingerprint("crm__get", {"id": "C1", "opts": {"x": 1, "y": [1, 2]}})
     b = call_fingerprint("crm__get", {"opts": {"y": [1, 2], "x": 1}, "id": "C1"})
-    assert a == b and len(a) == 16
+    assert a == b and len(a) == 16 and int(a, 16) >= 0
     assert a != call_fingerprint("crm__get", {"id": "C2", "opts": {"x": 1, "y": [1, 2]}})
     assert a != call_fingerprint("crm__list", {"id": "C1", "opts": {"x": 1, "y": [1, 2]}})
     continued = call_fingerprint(
@@ -67,7 +83,7 @@ def test_identical_calls_fire_once_the_threshold_is_already_reached() -> None:
     assert ev is not None
     assert ev.details() == {
         "kind": "identical_calls",
-        "calls": [f"A#{fp('A')[:8]}"],
+        "calls": [label("A")],
         "count": 3,
         "limit": 3,
         "span_s": 3.0,
@@ -110,7 +126,7 @@ def test_cycles_of_two_three_and_four_distinct_calls() -> None:
     abab = entries("A", "B", "A", "B", "A", "B")
     ev = cycle(abab, fp("A"), repeats=3, window_s=W)
     assert ev is not None and ev.kind == "cycle" and ev.count == 3 and ev.span_s == 5.0
-    assert ev.calls == (f"A#{fp('A')[:8]}", f"B#{fp('B')[:8]}")
+    assert ev.calls == (label("A"), label("B"))
     assert "A#" in ev.describe() and " -> " in ev.describe()
     assert cycle(abab, fp("B"), repeats=3, window_s=W) is None, "B does not continue the cycle"
     assert cycle(abab, fp("C"), repeats=3, window_s=W) is None
@@ -133,7 +149,7 @@ def test_look_alikes_are_not_cycles() -> None:
 
 
 def _history(calls: int, tools: dict[str, int]) -> History:
-    return History(tuple(entries("A", "B")), calls, tools, since=50.0)
+    return replace(entries("A", "B"), calls=calls, tools=tools, since=50.0)
 
 
 def test_budgets_per_session_and_per_tool() -> None:
@@ -172,15 +188,83 @@ def test_polling_wait_is_the_exact_remainder() -> None:
 def test_history_round_trips_prunes_bounds_and_survives_garbage() -> None:
     history = History()
     for i in range(60):
-        history, entry = history.admit("A", fp("A"), 100.0 + i, 50)
-    assert len(history.entries) == 50 and history.calls == 60 and history.tools == {"A": 60}
-    assert history.since == 100.0 and entry.seq == 60
-    history = history.finish(60, fp("A"), "r", True)
-    assert history.entries[-1].result == "r" and history.entries[-1].failed
+        doc = history.admit("A", fp("A"), 100.0 + i, 50)
+        history = History.from_doc(decode_doc(encode_doc(doc)))  # as a store keeps it
+    assert len(history.t) == 50 and history.calls == 60 and history.tools == {"A": 60}
+    assert history.since == 100.0 and history.t[-1] == 159.0 and history.res[-1] is None
+    doc = record_result(history.to_doc(), 159.0, fp("A"), "r", True)
+    history = History.from_doc(decode_doc(encode_doc(doc)))
+    assert history.res[-1] == FAILED + "r" and history.failed(49) and not history.failed(48)
     assert History.from_doc(history.to_doc()) == history
-    assert len(history.within(now=160.0, window_s=10.0).entries) == 10
-    for junk in (None, {}, {"v": 2}, {"v": 1, "h": [["x"]]}, {"v": 1, "h": [[1, "t", "A", "f", None, 0]]}):
-        assert History.from_doc(junk) == History()
+    assert len(history.within(now=160.0, window_s=10.0).t) == 10
+    junk: list[Any] = [
+        None,
+        {},
+        {"v": 3},
+        {"v": DOC_VERSION},
+        {**doc, "t": doc["t"][1:]},  # columns of different lengths
+        {**doc, "t": ["t"] * 50},
+        {**doc, "t": [None, *doc["t"][1:]]},
+        {**doc, "key": "A"},
+        {**doc, "n": "60"},
+        {**doc, "tools": {"A": "60"}},
+        {**doc, "since": "then"},
+    ]
+    for bad in junk:
+        assert History.from_doc(bad) == History(), bad
+
+
+def test_a_version_1_document_reads_as_an_empty_history() -> None:
+    """The layout before the columns: one [seq, t, tool, fp, result, failed] list per call."""
+    old = {"v": 1, "n": 2, "since": 100.0, "tools": {"A": 2}, "h": [[1, 100.0, "A", "f", "r", 0]] * 2}
+    assert History.from_doc(old) == History()
+    assert record_result(old, 100.0, "A#f", "r", False) is old, "nothing of ours to record against"
+
+
+def test_record_result_finds_the_call_by_time_and_key() -> None:
+    doc = entries("A", "B", "A").to_doc()
+    assert record_result(doc, 102.0, fp("A"), "r", False)["res"] == [None, None, "r"]
+    assert record_result(doc, 100.0, fp("A"), "e", True)["res"] == [FAILED + "e", None, "r"]
+    before = json.dumps(doc)
+    assert json.dumps(record_result(doc, 101.0, fp("A"), "x", False)) == before, "not this call's time"
+    assert json.dumps(record_result(doc, 99.0, fp("A"), "x", False)) == before, "pushed out meanwhile"
+
+
+def test_fingerprints_are_stable_across_processes_and_releases() -> None:
+    """Replicas sharing a store must compute the same fingerprints: no per-process hash seed. The
+    values are 64-bit BLAKE2b of the tool name and the canonical JSON, pinned here."""
+    assert (
+        call_fingerprint("crm__get", {"n": 2, "id": "C1"}) == "a54963f10ef19b17"
+    )  # crm__get\n{"id":"C1","n":2}
+    assert call_key("crm__get", "a54963f10ef19b17") == "crm__get#a54963f10ef19b17"
+    ok = {"content": [{"type": "text", "text": "ok"}], "_meta": {"at": 1}}
+    assert result_fingerprint(ok) == "088fadca21ee9260"  # [[{"text":"ok","type":"text"}],null,null]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"b": [1, 2.5, "x"], "a": {"z": True, "y": "é\n\u2028"}},
+        [1.0, 0.1, 1e300, -0.0, 2**63 - 1],
+        {"big": 2**70},  # beyond orjson's integers
+        {1: "int key"},  # not a JSON key: json's rules
+        {"none": None},
+        {"text": "annulled"},
+    ],
+)
+def test_canonical_json_is_the_json_modules(value: Any) -> None:
+    """Byte for byte what json.dumps writes for usual values (only exponents may be spelled apart)."""
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    assert _canonical(value).decode() == expected
+
+
+def test_nan_and_null_stay_different_calls_and_results() -> None:
+    assert call_fingerprint("t", {"x": math.nan}) != call_fingerprint("t", {"x": None})
+    assert call_fingerprint("t", {"x": math.inf}) != call_fingerprint("t", {"x": None})
+    nan = {"content": [], "structuredContent": {"x": math.nan}}
+    assert result_fingerprint(nan) != result_fingerprint({"content": [], "structuredContent": {"x": None}})
+    assert result_fingerprint({"content": []}) == result_fingerprint({"content": [], "isError": None})
+    assert call_fingerprint("t", {"x": 1e-7}) == call_fingerprint("t", {"x": 0.0000001})
 
 
 def test_history_size_makes_every_threshold_reachable() -> None:

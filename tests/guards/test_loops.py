@@ -355,3 +355,43 @@ async def test_input_required_results_are_left_as_they_are_in_warn_mode() -> Non
     result = await rig.ok(rig.call("crm__refund"))
     assert result.raw == {"resultType": "input_required", "inputRequests": {}, "requestState": "sealed"}
     assert rig.kinds == ["identical_calls"]
+
+
+async def test_an_old_format_document_reads_as_an_empty_history() -> None:
+    rig = Rig(max_identical_calls=1)
+    # Version 1 kept one [seq, t, tool, fp, result, failed] list per call; read, this one would be
+    # a repeat of the call below. Unreadable now: the session starts afresh, nothing crashes.
+    old = {
+        "v": 1,
+        "n": 5,
+        "since": 0.0,
+        "tools": {"jobs__status": 5},
+        "h": [[5, 0.0, "jobs__status", "f", None, 0]],
+    }
+    rig.store.docs["loops:s1"] = (json.dumps(old), rig.clock.wall() + 600.0)
+    await rig.ok(rig.call())
+    doc = json.loads(rig.store.docs["loops:s1"][0])
+    assert doc["v"] == 2 and doc["n"] == 1 and len(doc["key"]) == 1 and doc["res"][0] is not None
+    await rig.refused(rig.call())
+
+
+async def test_overlapping_calls_of_a_session_each_record_their_own_result() -> None:
+    rig = Rig({"jobs__status": pending}, max_identical_results=2)
+    inner: list[ToolResult] = []
+
+    class Overlapping(Upstream):
+        async def __call__(self, call: ToolCall) -> ToolResult:
+            if call.exposed_name == "crm__slow":  # another call of the session runs meanwhile
+                inner.append(await chain(rig.call()))
+            return await super().__call__(call)
+
+    chain = build_chain([rig.guard], Overlapping({"jobs__status": pending}))
+    await chain(rig.call("crm__slow"))
+    rig.clock.advance(1.0)
+    await chain(rig.call())
+    doc = json.loads(rig.store.docs["loops:s1"][0])
+    assert [k.split("#")[0] for k in doc["key"]] == ["crm__slow", "jobs__status", "jobs__status"]
+    assert all(r is not None for r in doc["res"]) and doc["res"][1] == doc["res"][2]
+    assert doc["res"][0] != doc["res"][1]
+    err = await rig.refused(rig.call())  # the two polls that ran got the same result
+    assert err.details["kind"] == "stuck_polling" and err.details["count"] == 2

@@ -189,13 +189,7 @@ class Gateway:
     async def _sweep_approvals(self) -> None:
         while True:
             try:
-                pending = 0
-                for record in await self.approvals.list():
-                    if record.status == "pending":
-                        pending += 1
-                    elif record.status == "expired" and record.decided_at is None:
-                        await self.approvals.expire(record.id)  # counted once, by whoever writes it
-                self.metrics.approvals_pending.set(pending)
+                self.metrics.approvals_pending.set(await self.approvals.sweep())
             except Exception:
                 log.exception("approval records could not be swept")
             await anyio.sleep(_APPROVALS_SWEEP_S)

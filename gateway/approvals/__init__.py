@@ -1,7 +1,9 @@
 """Human approval gates: durable approval records, the service that decides them exactly once, and
 the signed ``requestState`` that carries an approval through a 2026-07-28 ``input_required`` round trip.
 
-Nothing here is wired into the call pipeline yet; see docs/approvals.md for the plan.
+The gate (``gate.py``) joins the guard chain through ``GuardDeps.approval``; the 2026-07-28 round
+trip lives in ``rounds.py``, the question in ``form.py``, announcements in ``webhook.py``.
+docs/approvals.md describes the whole.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -168,23 +168,43 @@ class ApprovalService:
     async def status(self, approval_id: str) -> ApprovalStatus:
         return (await self.get(approval_id)).status
 
-    async def list(self, status: ApprovalStatus | str | None = None) -> list[ApprovalRecord]:
-        """Known records, newest first, optionally only those with ``status`` (as of now)."""
+    async def list(
+        self, status: ApprovalStatus | str | None = None, *, limit: int | None = None
+    ) -> list[ApprovalRecord]:
+        """Known records, newest first, optionally only those with ``status`` (as of now), and at
+        most ``limit`` of them (reading stops there)."""
         wanted = cast_status(status) if status is not None else None
+        records: list[ApprovalRecord] = []
+        async for _, record in self._scan(wanted):
+            if wanted is None or record.status == wanted:
+                records.append(record)
+                if limit is not None and len(records) >= limit:
+                    break
+        return records
+
+    async def sweep(self) -> int:
+        """Write down the expiry of every request that ran out undecided (each counted once, by
+        whichever replica writes it), and return how many are still pending."""
+        pending = 0
+        async for stored, record in self._scan("pending"):
+            if record.status == "pending":
+                pending += 1
+            elif record.status == "expired" and stored == "pending":
+                await self.expire(record.id)
+        return pending
+
+    async def _scan(self, wanted: ApprovalStatus | None) -> AsyncIterator[tuple[str, ApprovalRecord]]:
+        """(stored status, record as of now) for the indexed records that may have ``wanted``."""
         index = await self.store.get(INDEX_KEY) or {}
         ids: dict[str, list[Any]] = index.get("ids", {})
-        records: list[ApprovalRecord] = []
         now = self.clock.wall()
         for approval_id in sorted(ids, key=lambda i: ids[i][0], reverse=True):
             if wanted is not None and not _may_be(ids[approval_id], wanted):
                 continue  # the index knows it reached another final status: no read needed
             doc = await self.store.get(record_key(approval_id))
-            if doc is None:
-                continue
-            record = ApprovalRecord.from_json(doc).as_of(now)
-            if wanted is None or record.status == wanted:
-                records.append(record)
-        return records
+            if doc is not None:
+                record = ApprovalRecord.from_json(doc)
+                yield record.status, record.as_of(now)
 
     # -- deciding and spending -----------------------------------------------------------------
 

@@ -190,18 +190,19 @@ def unknown_key_message(key: str) -> str:
 # --- walking the model types along a pydantic loc -------------------------------------------------
 
 
-def _normalize(loc: tuple[int | str, ...]) -> tuple[Loc, Any, bool]:
-    """Drop union tags and the ``[key]`` marker from a pydantic loc.
+def _normalize(loc: tuple[int | str, ...], root: Any = Config) -> tuple[Loc, Any, bool]:
+    """Drop union tags and the ``[key]`` marker from a pydantic loc of a ``root`` model (servers.toml's
+    ``Config``, or a policy file's model).
 
     Also return the type found at its end, and whether the error is about a table's key rather
     than its value.
     """
-    node: Any = Config
+    node: Any = root
     parent: Any = None
     out: list[str | int] = []
     for index, part in enumerate(loc):
         # Only pydantic's marker, not a TOML key that happens to be spelled "[key]".
-        if part == "[key]" and index == len(loc) - 1 and get_origin(_unwrap(parent)) is dict:
+        if part == "[key]" and index == len(loc) - 1 and get_origin(_optional(parent)) is dict:
             return tuple(out), str, True
         members = _union_members(node)
         if members:
@@ -213,15 +214,24 @@ def _normalize(loc: tuple[int | str, ...]) -> tuple[Loc, Any, bool]:
     return tuple(out), node, False
 
 
-def _parent_model(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    _, node, _ = _normalize(loc[:-1])
-    node = _unwrap(node)
+def _parent_model(loc: tuple[int | str, ...], root: Any = Config) -> type[BaseModel] | None:
+    _, node, _ = _normalize(loc[:-1], root)
+    node = _optional(node)
     return node if isinstance(node, type) and issubclass(node, BaseModel) else None
 
 
 def _unwrap(tp: Any) -> Any:
     while get_origin(tp) is Annotated:
         tp = get_args(tp)[0]
+    return tp
+
+
+def _optional(tp: Any) -> Any:
+    """``X | None`` (annotated or not) as ``X``; anything else unwrapped of its annotations."""
+    tp = _unwrap(tp)
+    if get_origin(tp) in (Union, types.UnionType):
+        rest = [a for a in get_args(tp) if a is not type(None)]
+        return _unwrap(rest[0]) if len(rest) == 1 else tp
     return tp
 
 

@@ -9,18 +9,25 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from difflib import get_close_matches
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
 from gateway.config.cel import CelError, Expression, compile_expression
-from gateway.config.errors import ConfigError, Problem, _child, _expected, _unwrap, format_path, format_value
+from gateway.config.errors import (
+    ConfigError,
+    Problem,
+    _expected,
+    _normalize,
+    _parent_model,
+    _unknown_key,
+    format_path,
+    format_value,
+)
 from gateway.config.loader import _in_document_order, parse_toml
 from gateway.config.models import PROBLEMS_ERROR, Loc
 from gateway.config.policy_models import (
@@ -346,7 +353,7 @@ def translate(exc: ValidationError) -> list[tuple[Loc, Problem]]:
     """Each pydantic error of a ``PolicyFile`` validation as (key path, Problem)."""
     out: list[tuple[Loc, Problem]] = []
     for error in exc.errors(include_url=False):
-        loc, node, is_key = _walk(error["loc"])
+        loc, node, is_key = _normalize(error["loc"], PolicyFile)
         kind = error["type"]
         if kind == PROBLEMS_ERROR:
             for sub, message in (error.get("ctx") or {})["problems"]:
@@ -356,7 +363,7 @@ def translate(exc: ValidationError) -> list[tuple[Loc, Problem]]:
         if kind == "missing":
             message = "required key is missing"
         elif kind == "extra_forbidden":
-            message = _unknown_key(str(loc[-1]), _walk(error["loc"][:-1])[1])
+            message = _unknown_key(str(loc[-1]), _parent_model(error["loc"], PolicyFile))
         elif kind == "interlock_error_code":
             message = error["msg"]
         elif kind == "too_short" and error["input"] == []:
@@ -367,34 +374,3 @@ def translate(exc: ValidationError) -> list[tuple[Loc, Problem]]:
             message = f"{_expected(error, node)}, got {format_value(error['input'])}"
         out.append((loc, Problem(format_path(loc), message)))
     return out
-
-
-def _walk(loc: tuple[int | str, ...]) -> tuple[Loc, Any, bool]:
-    """Follow a pydantic loc through the models: (key path, type at its end, is it about a key)."""
-    node: Any = PolicyFile
-    parent: Any = None
-    out: list[str | int] = []
-    for index, part in enumerate(loc):
-        if part == "[key]" and index == len(loc) - 1 and get_origin(_optional(parent)) is dict:
-            return tuple(out), str, True
-        out.append(part)
-        parent, node = node, _child(node, part)
-    return tuple(out), node, False
-
-
-def _optional(tp: Any) -> Any:
-    tp = _unwrap(tp)
-    if get_origin(tp) in (Union, types.UnionType):
-        rest = [a for a in get_args(tp) if a is not type(None)]
-        return _unwrap(rest[0]) if len(rest) == 1 else tp
-    return tp
-
-
-def _unknown_key(key: str, node: Any) -> str:
-    model = _optional(node)
-    if not (isinstance(model, type) and issubclass(model, BaseModel)):
-        return "unknown key"
-    allowed = list(model.model_fields)
-    message = f"unknown key (allowed: {', '.join(allowed)})"
-    guess = get_close_matches(key, allowed, n=1)
-    return f"{message}; did you mean {guess[0]!r}?" if guess else message

@@ -46,7 +46,8 @@ class AdminBackend(Protocol):
     async def decide(
         self, approval_id: str, approve: bool, *, by: str, comment: str | None = None
     ) -> ApprovalRecord:
-        """Take a decision (exactly once) and let the gateway count it. Raises the service's
+        """Take a decision (exactly once): the one way the admin plane decides, so the gateway sees
+        (and logs, counts, announces) it as it sees every channel's. Raises the service's
         ``UnknownApproval``, ``DecisionConflict`` or ``ApprovalExpired``."""
         ...
 

@@ -28,7 +28,7 @@ from gateway.web.assets import ASSETS
 from gateway.web.backend import AdminBackend
 from gateway.web.decisions import DecisionRefused, decide_as
 from gateway.web.identity import find_by_token, local_admin, open_mode
-from gateway.web.panels import Snapshot, Viewer
+from gateway.web.panels import DECIDED_SHOWN, Snapshot, Viewer
 from gateway.web.security import cross_origin_refusal, harden
 from gateway.web.sessions import SESSION_COOKIE, Session, Sessions
 
@@ -37,6 +37,9 @@ log = logging.getLogger("interlock.admin")
 FLASH_COOKIE = "interlock_flash"
 MAX_FORM_BYTES = 16 * 1024
 RECENT_SHOWN = 40
+DECIDED_READ = 4 * DECIDED_SHOWN
+"""Newest records read for the "recently decided" panel: enough that a burst of fresh pending
+requests or of used approvals still leaves the panel full."""
 _NEXT = re.compile(r"^/admin(/approvals/[A-Za-z0-9_-]{1,64})?$")
 """Where a login may send the browser next: the dashboard or one approval, never elsewhere."""
 
@@ -238,12 +241,16 @@ class AdminUi:
         )
 
     async def _snapshot(self) -> Snapshot:
-        records = await self.backend.approvals.list()
+        # Every few seconds per open page: read the pending requests and the newest others only,
+        # not every record the store keeps for the audit trail.
+        approvals = self.backend.approvals
+        pending = await approvals.list("pending")
+        newest = await approvals.list(limit=len(pending) + DECIDED_READ)
         return Snapshot(
             now=self._now(),
             # The one that runs out first comes first: that is the one to look at now.
-            pending=sorted((r for r in records if r.status == "pending"), key=lambda r: r.expires),
-            decided=[r for r in records if r.status != "pending"],
+            pending=sorted(pending, key=lambda r: r.expires),
+            decided=[r for r in newest if r.status != "pending"],
             upstreams=self.backend.upstreams(),
             circuits=self.backend.circuits(),
             calls=self.backend.recent_calls(RECENT_SHOWN),

@@ -247,3 +247,38 @@ async def test_listing_pending_reads_only_records_that_may_still_be_pending(
         assert sorted(reads) == sorted(["approvals:index", f"approval:{waiting.id}"])
         assert [r.id for r in await service.list("used")] == [decided[0].id]
         assert {r.id for r in await service.list()} == {waiting.id, *(r.id for r in decided)}
+
+
+async def test_sweep_writes_each_expiry_once_and_counts_pending(
+    store: StateStore, clock: ManualClock
+) -> None:
+    told: list[str] = []
+
+    class Events:
+        def requested(self, record: Any) -> None:
+            pass
+
+        def decided(self, record: Any) -> None:
+            told.append(f"{record.id}:{record.status}")
+
+    service = ApprovalService(store, clock, events=Events())
+    with anyio.fail_after(TEST_LIMIT_S):
+        short = await service.request(refund(amount=1), rule="r", reason="x", timeout_s=10)
+        await service.request(refund(amount=2), rule="r", reason="x", timeout_s=60)
+        assert await service.sweep() == 2
+        clock.advance(11)
+        assert await service.sweep() == 1
+        assert await service.sweep() == 1  # already written down: not expired (or counted) again
+        assert told == [f"{short.id}:expired"]
+        stored = await store.get(f"approval:{short.id}")
+        assert stored is not None and stored["status"] == "expired"
+
+
+async def test_list_stops_at_its_limit(service: ApprovalService) -> None:
+    with anyio.fail_after(TEST_LIMIT_S):
+        made = [
+            await service.request(refund(amount=i), rule="r", reason="x", timeout_s=60) for i in (1, 2, 3)
+        ]
+        newest = await service.list(limit=2)
+        assert len(newest) == 2 and {r.id for r in newest} <= {r.id for r in made}
+        assert len(await service.list()) == 3

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check bench conformance clean venv
+.PHONY: run test check bench conformance image-test clean venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,11 @@ bench: $(STAMP)
 
 conformance: $(STAMP)
 	bash scripts/conformance.sh
+
+# Builds the Docker image on a Debian bootstrapped here (no image registry needed), runs it and
+# checks /healthz, its health check and a tool call. Needs root, docker and debootstrap; not in CI.
+image-test: $(STAMP)
+	bash scripts/image-test.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+import sqlite3
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,10 @@ from starlette.applications import Starlette
 from gateway.approvals import ApprovalRecord, ApprovalService, StateSigner
 from gateway.approvals.gate import ApprovalGate
 from gateway.approvals.rounds import Rounds
-from gateway.approvals.secret import signing_secret
+from gateway.approvals.secret import SecretLoader
 from gateway.approvals.webhook import WebhookNotifier
 from gateway.catalog import Catalog, ToolEntry
-from gateway.config import Config, PolicyContext, PolicySet
+from gateway.config import Config, ConfigError, PolicyContext, PolicySet, Problem
 from gateway.core import Caller, ToolResult, build_chain
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.errors import NotFound
@@ -33,8 +34,8 @@ from gateway.observe.metrics import Metrics
 from gateway.observe.observer import observed
 from gateway.observe.recent import RecentCall, RecentCalls
 from gateway.reload import PolicyHolder
-from gateway.state import MemoryStateStore, StorePins, open_store
-from gateway.upstream import UpstreamPool
+from gateway.state import MemoryStateStore, StateStore, StorePins, StoreUnavailable, open_store
+from gateway.upstream import Health, UpstreamPool
 from gateway.web.backend import CircuitView, UpstreamView
 from gateway.web.routes import admin_routes
 
@@ -55,7 +56,7 @@ class Gateway:
         # What must survive a restart (pins) goes to the configured store. Counters (rate limits,
         # loop histories, breakers) share it only when it is shared (Redis): with the embedded
         # SQLite default they stay in memory, where a decision costs microseconds, not a disk write.
-        self.durable = open_store(config.gateway.state, base, self.clock)
+        self.durable = _open_durable(config, base, self.clock)
         shared = config.gateway.state.split("://", 1)[0] in ("redis", "rediss", "memory")
         self.store = self.durable if shared else MemoryStateStore(self.clock)
         self.pins = PinBook(StorePins(self.durable), self.clock, self._on_pin_change)
@@ -65,12 +66,18 @@ class Gateway:
         self.admin = config.admin
         self.approvals = ApprovalService(self.durable, self.clock, events=self)
         self.rounds = Rounds(self.approvals)
+        self.secret = SecretLoader(self.durable, config.approvals.secret, self.clock, self._install_secret)
         self.recent = RecentCalls()
         self.circuit_states: dict[tuple[str, str], str] = {}
         hook = config.approvals.webhook
         self.webhook = WebhookNotifier(hook, self.clock, decide_url=self.decide_url) if hook else None
         gate = ApprovalGate(
-            self.approvals, self.clock, config.approvals, decide_url=self.decide_url, rounds=self.rounds
+            self.approvals,
+            self.clock,
+            config.approvals,
+            decide_url=self.decide_url,
+            rounds=self.rounds,
+            load_signer=self.secret.load_once,
         )
         deps = GuardDeps(
             resolver=lambda call: self.policy.current.resolve_call(call),
@@ -91,32 +98,40 @@ class Gateway:
         )
         self.server: GatewayServer = build_server(self.handlers)
         self._tg: TaskGroup | None = None
+        self._serving = False
+        self._said_ready: bool | None = None
+        self._pins_stale = False
         self._visible: dict[str, tuple[tuple[Any, ...], list[Mapping[str, Any]]]] = {}
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
+        # Two task groups: the upstreams in the outer one, every background chore (sweeps, pin
+        # refreshes, catalog rebuilds, policy watches) in the inner one, which is cancelled first,
+        # so that no chore is still using a store while it is closed.
         async with anyio.create_task_group() as tg:
             for sid in self.config.servers:
                 self.metrics.upstream_up.labels(sid).set(0)
                 self.metrics.upstream_restarts.labels(sid)
-            secret = await signing_secret(self.durable, self.config.approvals.secret)
-            self.rounds.signer = StateSigner(secret, self.clock, self.durable)
-            await self.pool.start(tg)
-            await self._catalog_changed(announce=False)
-            self._tg = tg
-            tg.start_soon(self._sweep_approvals)
-            if self.webhook is not None:
-                tg.start_soon(self.webhook.run)
-            tg.start_soon(self.policy.watch)
-            tg.start_soon(self.policy.watch_sighup)
-            tg.start_soon(self._refresh_pins)
-            log.info(
-                "gateway ready: %d tools from %d servers", len(self.catalog.tools), len(self.config.servers)
-            )
             try:
-                yield self
+                async with anyio.create_task_group() as chores:
+                    # The store may be down (a Redis outage): start anyway and read the secret later.
+                    if not await self.secret.load_once():
+                        chores.start_soon(self.secret.keep_trying)
+                    await self.pool.start(tg)
+                    await self._catalog_changed(announce=False)
+                    self._tg = chores
+                    chores.start_soon(self._sweep_approvals)
+                    if self.webhook is not None:
+                        chores.start_soon(self.webhook.run)
+                    chores.start_soon(self.policy.watch)
+                    chores.start_soon(self.policy.watch_sighup)
+                    chores.start_soon(self._refresh_pins)
+                    try:
+                        yield self
+                    finally:
+                        self._tg = None
+                        chores.cancel_scope.cancel()
             finally:
-                self._tg = None
                 with anyio.CancelScope(shield=True):
                     if self.webhook is not None:
                         await self.webhook.aclose()
@@ -125,6 +140,39 @@ class Gateway:
                     if self.durable is not self.store:
                         await self.durable.close()
                 tg.cancel_scope.cancel()
+
+    # -- telling the operator where and whether it serves ------------------------------------
+
+    def serving(self, where: Sequence[str]) -> None:
+        """Called once the gateway listens (the socket is bound): say where, then whether it is ready."""
+        for place in where:
+            log.info("listening on %s", place)
+        self._serving = True
+        self._report_readiness(force=True)
+
+    def _report_readiness(self, *, force: bool = False) -> None:
+        """Log "ready" once every required upstream is up, and what it waits for when not."""
+        if not self._serving:
+            return  # said after "listening on", not before
+        ready, _ = self.readiness()
+        if ready == self._said_ready and not force:
+            return
+        self._said_ready = ready
+        down = [(sid, sup) for sid, sup in self.pool.supervisors.items() if sup.health.status != "up"]
+        if not ready:
+            waiting = ", ".join(_why(sid, sup.health) for sid, sup in down if sup.cfg.required)
+            log.warning("not ready: waiting for required upstream %s", waiting)
+            return
+        optional = ", ".join(_why(sid, sup.health) for sid, sup in down)
+        log.info(
+            "ready: %d tools from %d servers%s",
+            len(self.catalog.tools),
+            len(self.config.servers) - len(down),
+            f"; optional upstream not up: {optional}" if optional else "",
+        )
+
+    def _install_secret(self, secret: bytes) -> None:
+        self.rounds.signer = StateSigner(secret, self.clock, self.durable)
 
     def http_app(self) -> Starlette:
         return build_http_app(
@@ -190,6 +238,8 @@ class Gateway:
         while True:
             try:
                 self.metrics.approvals_pending.set(await self.approvals.sweep())
+            except StoreUnavailable as exc:  # the store logs its outage once; no traceback each time
+                log.debug("approval records could not be swept: %s", exc)
             except Exception:
                 log.exception("approval records could not be swept")
             await anyio.sleep(_APPROVALS_SWEEP_S)
@@ -252,23 +302,45 @@ class Gateway:
         # A server that dropped keeps its last known tools listed: calls to them answer
         # upstream_unavailable (retryable, with a hint) instead of a confusing "unknown tool".
         self.catalog.rebuild({sid: sup.lists for sid, sup in self.pool.supervisors.items()})
+        await self._check_pins()
+        if announce:
+            await self.handlers.announce_lists_changed()
+        self._report_readiness()
+
+    async def _check_pins(self) -> bool:
+        """Compare the catalog with the pins; True when that changed what is blocked."""
         policies = self.policy.current
         seen = [
             SeenTool(e.server, e.upstream_name, e.exposed_name, e.digest) for e in self.catalog.tools.values()
         ]
+        blocked = self.pins.blocked
         try:
             await self.pins.reconcile(seen, lambda t: policies.resolve(_seen_context(t)).pinning)
-        except Exception:  # a broken state store must not take the catalog down
-            log.exception("tool pins could not be checked")
-        if announce:
-            await self.handlers.announce_lists_changed()
+        except Exception as exc:  # a broken state store must not take the catalog down
+            if not self._pins_stale:  # said once; checked again every refresh until it works
+                if isinstance(exc, StoreUnavailable):
+                    log.warning(
+                        "tool pins could not be checked (%s); trying again until the store answers", exc
+                    )
+                else:
+                    log.exception("tool pins could not be checked")
+            self._pins_stale = True
+            return False
+        if self._pins_stale:
+            log.info("tool pins checked again")
+        self._pins_stale = False
+        return self.pins.blocked != blocked
 
     async def _refresh_pins(self) -> None:
         while True:
             await anyio.sleep(_PIN_REFRESH_S)
             try:
-                if await self.pins.refresh():
+                # After a failed check the catalog is compared anew; else an operator's accept is read.
+                changed = await self._check_pins() if self._pins_stale else await self.pins.refresh()
+                if changed:
                     await self.handlers.announce_lists_changed()
+            except StoreUnavailable as exc:
+                log.debug("tool pins could not be refreshed: %s", exc)
             except Exception:
                 log.exception("tool pins could not be refreshed")
 
@@ -287,6 +359,8 @@ class Gateway:
 
     def on_health(self, server: str, up: bool) -> None:
         self.metrics.upstream_up.labels(server).set(1 if up else 0)
+        if not up:  # "ready" waits for the catalog rebuild that follows an upstream coming up
+            self._report_readiness()
 
     def on_restart(self, server: str) -> None:
         self.metrics.upstream_restarts.labels(server).inc()
@@ -298,6 +372,21 @@ class Gateway:
     def on_resource_updated(self, server: str, uri: str) -> None:
         if self._tg is not None:
             self._tg.start_soon(self.handlers.announce_resource_updated, server, uri)
+
+
+def _open_durable(config: Config, base: Path, clock: Clock) -> StateStore:
+    """The configured store; one that cannot be opened (an unwritable folder) is a config error."""
+    try:
+        return open_store(config.gateway.state, base, clock)
+    except (OSError, sqlite3.Error) as exc:
+        file = str(config.source) if config.source else "servers.toml"
+        problem = f"cannot open the state store ({exc}); is its folder there and writable by this user?"
+        raise ConfigError(file, [Problem("gateway.state", problem)]) from exc
+
+
+def _why(server: str, health: Health) -> str:
+    why = f"{health.status}: {health.last_error}" if health.last_error else health.status
+    return f"{server} ({why})"
 
 
 def _context(entry: ToolEntry, client: str) -> PolicyContext:

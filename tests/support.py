@@ -6,6 +6,7 @@ that fails halfway never leaves an upstream behind.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -141,3 +143,19 @@ def stdio_server_toml(sid: str, script: str, *args: str, extra: str = "") -> str
 
 def http_server_toml(sid: str, url: str, extra: str = "") -> str:
     return f'[servers.{sid}]\ntransport = "http"\nurl = "{url}"\n{extra}\n'
+
+
+ERROR_META_KEY = "interlock/error"
+
+
+def gateway_error(result: Any) -> dict[str, Any]:
+    """The gateway's error in a ``tools/call`` result, read where every client can find it: the
+    result's ``_meta["interlock/error"]``, which must equal the JSON of the first text block (what
+    a model reads) and, when the result has ``structuredContent`` at all, that too."""
+    assert result.is_error, result
+    error = (result.meta or {}).get(ERROR_META_KEY)
+    assert isinstance(error, dict), result
+    assert json.loads(result.content[0].text) == {"error": error}, result
+    if result.structured_content is not None:
+        assert result.structured_content == {"error": error}, result
+    return dict(error)

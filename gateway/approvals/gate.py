@@ -24,7 +24,7 @@ is spent by exactly one execution of exactly the call it was asked for.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import anyio
@@ -44,6 +44,9 @@ from gateway.guards.ratelimit import store_down_error
 from gateway.state.base import StoreUnavailable
 
 log = logging.getLogger("interlock.approvals")
+
+_NOT_READY_RETRY_S = 5.0
+"""About how long the gateway takes to try its state store again for the signing secret."""
 
 LOOP_RULE = "loops"
 """The rule name recorded when only loop detection asked (no ``approval`` table applies)."""
@@ -66,12 +69,15 @@ class ApprovalGate:
         *,
         decide_url: Callable[[str], str],
         rounds: Rounds,
+        load_signer: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.service = service
         self.clock = clock
         self.settings = settings
         self.decide_url = decide_url
         self.rounds = rounds
+        self.load_signer = load_signer
+        """One more try at reading the signing secret, when a round trip needs it and it is missing."""
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> ToolResult:
         try:
@@ -82,6 +88,7 @@ class ApprovalGate:
 
     async def _gate(self, call: ToolCall, call_next: CallNext) -> ToolResult:
         if self.rounds.owns(call):  # the retry of our own input_required round trip
+            await self._need_signer()
             return await self.rounds.resume(call, call_next, self._decided)
         ask = self._ask(call)
         if ask is None:
@@ -92,6 +99,7 @@ class ApprovalGate:
             return await self._after_deferred(call, call_next, previous)
         if self._elicits(call, ask.requirement):
             if call.caller.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                await self._need_signer()  # before the record: a refused round trip leaves none pending
                 record = await self._request(call, ask, "elicit")
                 return self.rounds.first(call, record, approval_form(record))
             return await self._elicit_legacy(call, call_next, ask)
@@ -135,6 +143,23 @@ class ApprovalGate:
         caps = call.caller.capabilities.get("elicitation")
         # An elicitation capability that lists modes must include form; an empty one means form.
         return not (isinstance(caps, Mapping) and caps and "form" not in caps)
+
+    async def _need_signer(self) -> None:
+        # The signing secret may live in the state store, which may not have answered since the
+        # gateway started (it keeps trying in the background). Until then round trips fail closed.
+        if self.rounds.signer is None and self.load_signer is not None:
+            await self.load_signer()
+        if self.rounds.signer is None:
+            raise e.RateLimited(
+                "the approval round trip cannot start yet: the gateway has not read its approval "
+                "signing secret from its state store; the call did not run",
+                hint=(
+                    "The gateway cannot ask for approval right now (its state store has not answered "
+                    "since it started). Wait a few seconds and call again; the tool itself is not at fault."
+                ),
+                retry_after_s=_NOT_READY_RETRY_S,
+                details={"reason": "approvals_not_ready", "guard": "approval"},
+            )
 
     # -- the channels -----------------------------------------------------------------------
 
@@ -273,8 +298,10 @@ class ApprovalGate:
                 return await self.rounds.forward(call, call_next)
             # Spent by an identical call that won the race, or expired meanwhile.
             latest = await self.service.get(record.id)
-            if latest.status == "approved":  # usable no longer (expired) but not spent
-                raise _expired(latest)
+            if latest.status == "approved":  # usable no longer (it lapsed) but not spent
+                # The pointer goes too, so that calling again asks a human anew, as the hint says.
+                await self.service.forget_deferred(call, latest.id)
+                raise _lapsed(latest)
             raise e.ApprovalDenied(
                 f"approval {record.id} was already used by an identical call; this one did not run",
                 hint="Call the tool again to ask for a new approval, if the user wants it to run again.",
@@ -304,6 +331,27 @@ def _expired(record: ApprovalRecord) -> e.ApprovalExpired:
     return e.ApprovalExpired(
         f"nobody decided on {record.tool} in time (approval {record.id}); it did not run",
         details={"approval_id": record.id, "expired_at": record.expires, "rule": record.rule},
+    )
+
+
+def _lapsed(record: ApprovalRecord) -> e.ApprovalExpired:
+    by = record.decided_by or "an approver"
+    return e.ApprovalExpired(
+        f"{record.tool} was approved by {by}, but the approval expired before the call ran "
+        f"(approval {record.id}); it did not run",
+        hint=(
+            "The call was approved, but it came back after the approval had expired, so it did not "
+            "run. Calling the tool again asks for a new approval: ask the user whether to do that, "
+            "and call again promptly once it is approved."
+        ),
+        details={
+            "approval_id": record.id,
+            "reason": "approved_but_expired",
+            "approved_by": record.decided_by,
+            "approved_at": record.decided_at,
+            "expired_at": record.expires,
+            "rule": record.rule,
+        },
     )
 
 

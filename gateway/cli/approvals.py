@@ -70,7 +70,9 @@ def register(sub: Any) -> None:
     _connection_options(parser, False)
     commands = parser.add_subparsers(dest="approvals_command", required=True, parser_class=_IdParser)
     listing = commands.add_parser("list", help="requests with one status (default: pending)", epilog=_EPILOG)
-    listing.add_argument("--status", choices=STATUSES, default="pending")
+    listing.add_argument(
+        "--status", choices=STATUSES, default="pending", help="which requests to list (default: pending)"
+    )
     show = commands.add_parser("show", help="every field of one request", epilog=_EPILOG)
     show.add_argument("id", help="the approval id")
     for verb in ("approve", "deny"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,12 +33,13 @@ _TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of documen
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     """Load and validate a servers.toml; raise ``ConfigError`` listing every problem found.
 
-    ``env`` (default: ``os.environ``) supplies the ``${VAR}`` values.
+    ``env`` (default: ``os.environ``) supplies the ``${VAR}`` values, over the built-in ones
+    (``builtin_variables``).
     """
     file = str(path)
     source = Path(path).expanduser().resolve()
     raw = _parse(file, source)
-    env = os.environ if env is None else env
+    env = {**builtin_variables(), **(os.environ if env is None else env)}
 
     problems: list[tuple[Loc, Problem]] = []
     for key in sorted(LOADER_FIELDS & raw.keys()):
@@ -64,6 +66,38 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         # `from None`: a chained pydantic error would print input values, secrets included.
         raise ConfigError(file, _in_document_order(problems, raw)) from None
     return _resolve_paths(config, source)
+
+
+def builtin_variables() -> dict[str, str]:
+    """Variables every servers.toml may use without setting them; the environment may override them.
+
+    ``INTERLOCK_PYTHON``: the interpreter running the gateway, however it was started (a venv's
+    ``bin/python``, a container's, ``python -m gateway.cli``), so that Python upstreams find the
+    same packages as the gateway without that interpreter on ``PATH``.
+    """
+    return {"INTERLOCK_PYTHON": sys.executable or "python3"}
+
+
+def with_overrides(
+    config: Config, table: str, values: Mapping[str, Any], *, flags: Mapping[str, str]
+) -> Config:
+    """``config`` with keys of one top-level table replaced (from the command line, say), validated
+    as if the file had said so; a problem names the flag that gave the value (``flags``: key -> flag).
+    """
+    if not values:
+        return config
+    data = config.model_dump(exclude=set(LOADER_FIELDS))
+    data[table] = {**data[table], **values}
+    try:
+        checked = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for loc, problem in translate(exc):
+            key = loc[1] if len(loc) > 1 and loc[0] == table else None
+            flag = flags.get(key) if isinstance(key, str) else None
+            problems.append(Problem(flag or problem.path, problem.message))
+        raise ConfigError("command line", problems) from None
+    return checked.model_copy(update={"source": config.source, "policies_dir": config.policies_dir})
 
 
 def _parse(file: str, source: Path) -> dict[str, Any]:
@@ -135,9 +169,7 @@ def _resolve_paths(config: Config, source: Path) -> Config:
     """Relative paths in a config file mean relative to that file, not to the process's cwd."""
     base = source.parent
     servers = {
-        sid: server.model_copy(update={"cwd": str(_absolute(base, server.cwd))})
-        if isinstance(server, StdioServer) and server.cwd is not None
-        else server
+        sid: _stdio_paths(server, base) if isinstance(server, StdioServer) else server
         for sid, server in config.servers.items()
     }
     # model_copy skips validation, which is fine: these are paths we just built from valid ones.
@@ -148,6 +180,37 @@ def _resolve_paths(config: Config, source: Path) -> Config:
             "policies_dir": _absolute(base, config.gateway.policies),
         }
     )
+
+
+def _stdio_paths(server: StdioServer, base: Path) -> StdioServer:
+    """A stdio server's ``cwd``, path-like ``command`` and path arguments, made absolute.
+
+    The rule (docs/configuration.md, "Paths"): ``cwd`` is always a path. ``command`` is one when it
+    contains a ``/`` (a bare name is looked up on ``PATH``). An argument is one when it is relative
+    and either starts with ``./`` or ``../``, or names an existing file relative to the config file's
+    folder; options (``-x``, ``--flag=value``) and every other word pass unchanged.
+    """
+    update: dict[str, object] = {"args": [_path_arg(base, arg) for arg in server.args]}
+    if server.cwd is not None:
+        update["cwd"] = str(_absolute(base, server.cwd))
+    if "/" in server.command and not Path(server.command).is_absolute():
+        update["command"] = str(_absolute(base, server.command))
+    return server.model_copy(update=update)
+
+
+def _path_arg(base: Path, arg: str) -> str:
+    if not arg or arg.startswith("-") or Path(arg).is_absolute():
+        return arg
+    if arg.startswith(("./", "../")) or _is_file(base / arg):
+        return str(_absolute(base, arg))
+    return arg
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a long JSON blob or a NUL byte is an argument, not a path
+        return False
 
 
 def _absolute(base: Path, value: str) -> Path:

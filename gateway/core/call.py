@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from gateway.core.policy import DEFAULT_POLICY, ResolvedPolicy
+
+SessionSource = Literal["session", "hint", "connection", "client"]
+"""Where a ``Caller.session_key`` came from, strongest first: an MCP session (the 2025-11-25
+handshake), a session hint the client sent, the transport connection, or the client alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,12 +25,21 @@ class Caller:
     principal: str
     """Client name from the API key table, or ``anonymous`` on loopback without keys."""
     session_key: str
-    """Stable key for per-session state: the MCP session id, a session hint, or the principal."""
+    """Stable key for per-session state: the MCP session id, a session hint, the connection, or
+    the principal (see ``session_source``)."""
+    session_source: SessionSource = "session"
+    """How much ``session_key`` says: a ``session`` or ``hint`` is one conversation; a
+    ``connection`` is one client program for as long as it keeps its connection; ``client`` may be
+    any number of agents of that principal (guards that count per agent must not add those up)."""
     client_name: str | None = None
     client_version: str | None = None
     protocol_version: str | None = None
     capabilities: Mapping[str, Any] = field(default_factory=dict)
     """The client's declared capabilities, as sent on the wire (camelCase keys)."""
+    log_level: str | None = None
+    """The least severe ``notifications/message`` level the caller wants: a 2026-07-28 request's
+    own ``_meta`` opt-in as sent, or a 2025-11-25 session's ``logging/setLevel`` (``debug`` until
+    it sets one). ``None``: no log messages at all."""
 
     def can(self, capability: str) -> bool:
         return self.capabilities.get(capability) is not None

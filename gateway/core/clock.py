@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
 from typing import Protocol
 
@@ -27,12 +29,24 @@ class SystemClock:
 
 
 class ManualClock:
-    """A clock tests advance by hand."""
+    """A clock tests advance by hand.
 
-    def __init__(self, start: float = 1_000.0, wall_start: float = 1_700_000_000.0) -> None:
+    By default ``sleep`` moves the clock itself: a guard's backoff passes at once, and tests see
+    every delay in ``slept``. With ``sleep_waits=True`` a sleeper instead waits until the test has
+    advanced time past its deadline. That is the mode for code that sleeps in a loop (an upstream
+    supervisor's heartbeat and restart backoff): with sleeps that move time, such a loop would spin
+    and push the clock forward on its own.
+    """
+
+    def __init__(
+        self, start: float = 1_000.0, wall_start: float = 1_700_000_000.0, *, sleep_waits: bool = False
+    ) -> None:
         self._now = start
         self._wall_offset = wall_start - start
+        self.sleep_waits = sleep_waits
         self.slept: list[float] = []
+        self._sleepers: list[tuple[float, int, anyio.Event]] = []
+        self._order = itertools.count()
 
     def monotonic(self) -> float:
         return self._now
@@ -44,9 +58,29 @@ class ManualClock:
         if seconds < 0:
             raise ValueError("time only moves forward")
         self._now += seconds
+        while self._sleepers and self._sleepers[0][0] <= self._now:
+            heapq.heappop(self._sleepers)[2].set()
+
+    @property
+    def sleepers(self) -> int:
+        """How many tasks wait for the test to move time (``sleep_waits`` mode)."""
+        return len(self._sleepers)
 
     async def sleep(self, seconds: float) -> None:
-        """Sleeping moves the clock instead of waiting; tests see every delay in ``slept``."""
         self.slept.append(seconds)
-        self.advance(max(0.0, seconds))
-        await anyio.lowlevel.checkpoint()
+        if not self.sleep_waits:
+            self.advance(max(0.0, seconds))
+            await anyio.lowlevel.checkpoint()
+            return
+        if seconds <= 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        woken = anyio.Event()
+        entry = (self._now + seconds, next(self._order), woken)
+        heapq.heappush(self._sleepers, entry)
+        try:
+            await woken.wait()
+        finally:
+            if not woken.is_set():  # cancelled: forget the sleeper
+                self._sleepers.remove(entry)
+                heapq.heapify(self._sleepers)

@@ -23,7 +23,7 @@ from gateway.catalog import Catalog, InvalidCursor, paginate
 from gateway.config import Config
 from gateway.core import Caller, CallNext, ToolCall, ToolResult, current_backchannel
 from gateway.core.errors import GatewayError, UnknownTool, UpstreamError
-from gateway.downstream.caller import RequestBackChannel, build_caller, new_request_id
+from gateway.downstream.caller import RequestBackChannel, build_caller, new_request_id, remember_log_level
 from gateway.downstream.render import protocol_error, render
 from gateway.upstream import UpstreamPool
 
@@ -102,7 +102,10 @@ class Handlers:
         except MCPError:
             raise  # an upstream's protocol error, forwarded as sent
         except Exception as exc:
-            return _complete(ctx, render(exc, server=entry.server, tool=name, request_id=rid))
+            # The tool's outputSchema as clients listed it: an error must not break it.
+            schema = entry.definition.get("outputSchema")
+            rendered = render(exc, server=entry.server, tool=name, request_id=rid, output_schema=schema)
+            return _complete(ctx, rendered)
         finally:
             current_backchannel.reset(token)
 
@@ -207,7 +210,10 @@ class Handlers:
         return await self._forward(ctx, server, "completion/complete", {**raw, "ref": ref})
 
     async def set_logging_level(self, ctx: Ctx, params: Any) -> dict[str, Any]:
+        """2025-11-25 only. The level holds for the session: a 2025-11-25 upstream hears it now, a
+        2026-07-28 one in the opt-in the gateway puts on each of the session's requests."""
         level = (ctx.params or {}).get("level")
+        remember_log_level(ctx, str(level))
         caller = build_caller(ctx, self.config.gateway.session_hint_header, self._stdio_session)
         for sid in self.pool.supervisors:
             try:

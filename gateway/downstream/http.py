@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.config import GatewaySettings
 from gateway.downstream.auth import ApiKeys, AuthMiddleware
+from gateway.downstream.edge import McpEdge
 from gateway.downstream.server import GatewayServer
 
 _LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
@@ -72,12 +73,13 @@ def build_http_app(
     lifespan: Callable[[], Any],
     extra_routes: list[BaseRoute] | None = None,
 ) -> Starlette:
+    security = transport_security(settings)
     manager = StreamableHTTPSessionManager(
-        app=server,
-        security_settings=transport_security(settings),
-        max_request_body_size=settings.max_body_bytes,
+        app=server, security_settings=security, max_request_body_size=settings.max_body_bytes
     )
-    mcp_app = AuthMiddleware(StreamableHTTPASGIApp(manager), ApiKeys(list(settings.clients)))
+    # Strangers are refused before their bodies are read; malformed bodies before either SDK path.
+    edge = McpEdge(StreamableHTTPASGIApp(manager), security, settings.max_body_bytes)
+    mcp_app = AuthMiddleware(edge, ApiKeys(list(settings.clients)))
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from gateway import __version__
 from gateway.downstream.handlers import Handlers
+from gateway.downstream.params import explain_invalid_params
 
 INSTRUCTIONS = (
     "Tools are served through the Interlock gateway. A failed call returns a JSON error with "
@@ -66,5 +67,6 @@ def build_server(handlers: Handlers) -> GatewayServer:
     for method, params_type, handler in routes:
         server.add_request_handler(method, params_type, handler)
     # Tracing arrives with the observability issue; until then the per-message span is pure overhead.
-    server.middleware = [handlers.track_connection]
+    # Outermost first: a params failure is explained whatever the inner middleware did with it.
+    server.middleware = [explain_invalid_params, handlers.track_connection]
     return server

@@ -12,18 +12,16 @@ from typing import Any
 from gateway.core import CallNext, Clock, ToolCall, ToolResult
 from gateway.core.errors import CallBudgetExceeded, GatewayError, LoopDetected, RateLimited
 from gateway.core.policy import LoopSettings
-from gateway.guards.loop_detectors import (
-    Evidence,
+from gateway.guards.loop_detectors import Evidence, budget_evidence, loop_evidence, polling_wait
+from gateway.guards.loop_history import (
     History,
-    budget_evidence,
     call_fingerprint,
     call_key,
     error_fingerprint,
     history_size,
-    loop_evidence,
-    polling_wait,
     record_result,
     result_fingerprint,
+    retry_wait,
 )
 from gateway.guards.ratelimit import OnLimited, StoreDownLog, ceil_ms, store_down_error
 from gateway.state.base import StateStore, StoreUnavailable
@@ -67,6 +65,13 @@ class _Refused:
 @dataclass(frozen=True, slots=True)
 class _TooSoon:
     wait_s: float
+    after: str | None = None
+    """The code of the transient failure whose ``retry_after_s`` is not over; None: the polling
+    interval is not."""
+
+
+BUDGETED: frozenset[str] = frozenset({"session", "hint"})
+"""The session sources that name one conversation: only those have a call budget to exceed."""
 
 
 def _before(
@@ -74,31 +79,55 @@ def _before(
     key: str,
     now: float,
     settings: LoopSettings,
+    budgeted: bool,
     current: dict[str, Any] | None,
 ) -> tuple[dict[str, Any] | None, _Admitted | _Refused | _TooSoon]:
     """The pure updater run before the call (``key``: its ``call_key``): judge it, and record it if
     it may run."""
     history = History.from_doc(current).within(now, settings.window_s)
     block = settings.action == "block"
-    evidence = budget_evidence(history, tool, settings)
+    evidence = budget_evidence(history, tool, settings) if budgeted else None
     if evidence is not None and block:
         return history.to_doc(), _Refused(evidence)
-    wait = polling_wait(history, key, now, settings.polling_min_interval_s)
-    if wait is not None:
-        return history.to_doc(), _TooSoon(wait)
+    too_soon = _too_soon_verdict(history, key, now, settings)
+    if too_soon is not None:
+        return history.to_doc(), too_soon
     evidence = evidence or loop_evidence(history, key, settings)
     if evidence is not None and block:
         return history.to_doc(), _Refused(evidence)
     return history.admit(tool, key, now, history_size(settings)), _Admitted(now, evidence)
 
 
+def _too_soon_verdict(h: History, key: str, now: float, settings: LoopSettings) -> _TooSoon | None:
+    """The longer of the two waits that may hold a repeat back: a polling tool's interval, and the
+    ``retry_after_s`` of the transient failure the call last met."""
+    polling = polling_wait(h, key, now, settings.polling_min_interval_s)
+    retry = retry_wait(h, key, now)
+    if retry is not None and (polling is None or retry[0] > polling):
+        return _TooSoon(retry[0], retry[1])
+    return _TooSoon(polling) if polling is not None else None
+
+
+@dataclass(slots=True)  # not frozen, like _Admitted: one is built on every call
+class _Outcome:
+    """What the call's entry is to record once it is over."""
+
+    result: str
+    """The result (or error) fingerprint."""
+    failed: bool
+    transient: bool = False
+    wait: tuple[float, str] | None = None
+    """(until, code): a transient failure's ``retry_after_s``, as a wall time."""
+
+
 def _after(
-    t: float, key: str, result: str, failed: bool, current: dict[str, Any] | None
+    t: float, key: str, outcome: _Outcome, current: dict[str, Any] | None
 ) -> tuple[dict[str, Any] | None, None]:
     """The pure updater run after the call: its result fingerprint goes onto its entry."""
     if current is None:
         return None, None  # the session expired meanwhile: nothing to record against
-    return record_result(current, t, key, result, failed), None
+    o = outcome
+    return record_result(current, t, key, o.result, o.failed, transient=o.transient, wait=o.wait), None
 
 
 def refusal(evidence: Evidence) -> GatewayError:
@@ -126,18 +155,24 @@ class LoopDetection:
     Refuses (action ``block``) with ``loop_detected`` when the session's history shows: the same call
     (tool + canonical arguments) already ``max_identical_calls`` times in ``window_s``; the same call
     getting the same result ``max_identical_results`` times in a row (stuck polling); the same call
-    failing ``max_failing_retries`` times in a row (``isError`` or a refusal); or a cycle of 2 to 4
-    distinct calls repeated ``max_cycle_repeats`` times. Refuses with ``call_budget_exceeded`` when the
-    session made ``max_calls_per_session`` calls, or ``max_calls_per_tool_per_session`` to this tool.
-    ``details`` carries the evidence: {kind, calls, count, limit, span_s, window_s}. With action
-    ``warn`` the call runs and a "Loop warning: ..." text block with the same evidence is added to its
-    result (or to a tool-plane error), noted ``loop_warning``. A polling tool
-    (``polling_min_interval_s``) called again with the same arguments too soon gets ``rate_limited``
-    with the exact wait, and that call is not recorded (so it is never counted as a loop).
+    failing ``max_failing_retries`` times in a row (``isError`` or a refusal; not a transient,
+    ``retryable`` failure); or a cycle of 2 to 4 distinct calls repeated ``max_cycle_repeats`` times.
+    Refuses with ``call_budget_exceeded`` when the session made ``max_calls_per_session`` calls, or
+    ``max_calls_per_tool_per_session`` to this tool. ``details`` carries the evidence: {kind, calls,
+    count, limit, span_s, window_s}. With action ``warn`` the call runs and a "Loop warning: ..."
+    text block with the same evidence is added to its result (or to a tool-plane error), noted
+    ``loop_warning``. Refuses with ``rate_limited`` and the exact wait, without recording the call
+    (so it is never counted as a loop): a polling tool (``polling_min_interval_s``) called again with
+    the same arguments too soon (``details.reason = "polling_interval"``), and a call repeated before
+    the ``retry_after_s`` of its last, transient failure is over (``"retry_after"``).
 
     Keys on: the session (``caller.session_key``): one JSON document ``loops:{session}`` in the state
     store, expiring ``window_s`` after the session's last call, with the last 24 calls (time, tool,
-    call fingerprint, result fingerprint, failed) and the session's call counters. Costs two
+    call fingerprint, result fingerprint, failed) and the session's call counters. How far the key
+    can be trusted (``caller.session_source``) decides what is judged: a session or a hint is one
+    conversation, judged in full; a connection is one client program but no conversation, so the
+    budgets do not apply to it; a key that names only the client (any number of agents) is not
+    judged at all, and costs nothing. Costs two
     ``update`` round trips per call: one before (judge and record) and one after (the result). The
     result is not folded into the next call's round trip because that call may land on another
     replica, and concurrent calls of a session would lose results. Refused calls cost one round trip
@@ -165,14 +200,15 @@ class LoopDetection:
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> ToolResult:
         settings = call.policy.loops
-        if not settings.enabled:
+        source = call.caller.session_source
+        if not settings.enabled or source == "client":  # "client": maybe many agents, none to judge
             return await call_next(call)
         doc_key = f"loops:{call.caller.session_key}"
         tool = call.exposed_name
         key = call_key(tool, call_fingerprint(tool, call.arguments, call.extra))
         # Wall time: replicas sharing one store must agree on one timeline.
         now = self.clock.wall()
-        judge = partial(_before, tool, key, now, settings)  # positional: cheaper to call
+        judge = partial(_before, tool, key, now, settings, source in BUDGETED)  # positional: cheaper
         try:
             verdict = await self.store.update(doc_key, judge, ttl_s=settings.window_s)
         except StoreUnavailable as exc:
@@ -181,7 +217,7 @@ class LoopDetection:
                 return await call_next(call)
             raise store_down_error("loop detection", exc, {"guard": "loops"}) from exc
         if isinstance(verdict, _TooSoon):
-            raise self._too_soon(call, settings, verdict.wait_s)
+            raise self._too_soon(call, settings, verdict)
         if isinstance(verdict, _Refused):
             self._detected(verdict.evidence)
             raise refusal(verdict.evidence)
@@ -207,38 +243,66 @@ class LoopDetection:
         try:
             result = await call_next(call)
         except GatewayError as err:
-            # Waiting for a human is not failing: a deferred call retried until approved is no loop.
-            failed = err.code != "approval_required"
-            fingerprint = error_fingerprint(err.code, err.message)
-            await self._record(doc_key, verdict.t, key, fingerprint, failed, settings)
+            await self._record(doc_key, verdict.t, key, self._failure(err, settings), settings)
             if warning is not None and err.plane == "tool":
                 err.extra_content.append(warning)
             raise
         except Exception:
             # A bug below is still a failed call; cancellation (BaseException) is no outcome at all.
-            fingerprint = error_fingerprint("internal_error", "")
-            await self._record(doc_key, verdict.t, key, fingerprint, True, settings)
+            failure = _Outcome(error_fingerprint("internal_error", ""), True)
+            await self._record(doc_key, verdict.t, key, failure, settings)
             raise
-        await self._record(doc_key, verdict.t, key, result_fingerprint(result.raw), result.is_error, settings)
+        outcome = _Outcome(result_fingerprint(result.raw), result.is_error)
+        await self._record(doc_key, verdict.t, key, outcome, settings)
         if warning is None or result.input_required:
             return result
         raw = dict(result.raw)
         raw["content"] = [*result.content, warning]
         return ToolResult(raw, result.notes).noted("loop_warning")
 
+    def _failure(self, err: GatewayError, settings: LoopSettings) -> _Outcome:
+        """A refusal or failure from below, as the history keeps it.
+
+        What the gateway calls ``retryable`` is transient: the upstream was down, slow or busy, a
+        circuit was open, a rate limit or the state store said wait, or a human has yet to approve.
+        Repeating it unchanged is the advice, so it is no failing retry; its ``retry_after_s``
+        (capped at the window the history lives for) is kept, to hold back a repeat that comes
+        sooner. Anything else (``isError`` results the classifier did not call transient
+        included) is a failure."""
+        fingerprint = error_fingerprint(err.code, err.message)
+        if not err.retryable:
+            return _Outcome(fingerprint, True)
+        wait = None
+        if err.retry_after_s is not None and err.retry_after_s > 0:
+            until = self.clock.wall() + min(err.retry_after_s, settings.window_s)
+            wait = (until, err.code)
+        return _Outcome(fingerprint, True, transient=True, wait=wait)
+
     async def _record(
-        self, doc_key: str, t: float, key: str, result: str, failed: bool, settings: LoopSettings
+        self, doc_key: str, t: float, key: str, outcome: _Outcome, settings: LoopSettings
     ) -> None:
-        finish = partial(_after, t, key, result, failed)
+        finish = partial(_after, t, key, outcome)
         try:
             await self.store.update(doc_key, finish, ttl_s=settings.window_s)
         except StoreUnavailable as exc:
             # The call has run; its result must reach the agent. Only the loop evidence is lost.
             self._store_down.warn("loop detection (result not recorded)", exc)
 
-    def _too_soon(self, call: ToolCall, settings: LoopSettings, wait_s: float) -> RateLimited:
+    def _too_soon(self, call: ToolCall, settings: LoopSettings, verdict: _TooSoon) -> RateLimited:
         if self.on_limited is not None:
             self.on_limited(call.server, call.exposed_name)
+        wait_s = verdict.wait_s
+        if verdict.after is not None:
+            return RateLimited(
+                f"{call.exposed_name} with these arguments last failed with {verdict.after}, which "
+                "asked to wait before calling it again",
+                hint=(
+                    "Wait retry_after_s seconds, then make the same call again; calling sooner "
+                    "cannot succeed. Meanwhile you may do other work."
+                ),
+                retry_after_s=ceil_ms(wait_s),
+                details={"reason": "retry_after", "error": verdict.after},
+            )
         interval = settings.polling_min_interval_s
         return RateLimited(
             f"{call.exposed_name} is a polling tool: call it with the same arguments at most once "

@@ -40,8 +40,14 @@ class BackRouter:
     ) -> dict[str, Any] | types.ErrorData:
         channel = self.pick()
         if channel is None:
-            log.warning(
-                "%s sent %s with no single calling session to route it to; refused", self.server, method
+            # Servers ask for roots on their own at start (no call in flight): routine, so debug.
+            # An elicitation or sampling request refused this way loses a tool its answer.
+            level = logging.DEBUG if capability == "roots" else logging.WARNING
+            log.log(
+                level,
+                "%s sent %s with no single calling session to route it to; refused",
+                self.server,
+                method,
             )
             return types.ErrorData(
                 code=types.INVALID_REQUEST, message=f"no unambiguous client session to route {method} to"

@@ -18,7 +18,7 @@ from mcp import Client
 from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import find_invalid_x_mcp_header, x_mcp_header_map
-from mcp_types import CLIENT_CAPABILITIES_META_KEY, CONNECTION_CLOSED, REQUEST_TIMEOUT
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, CONNECTION_CLOSED, LOG_LEVEL_META_KEY, REQUEST_TIMEOUT
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.core.backchannel import current_backchannel
@@ -55,9 +55,18 @@ class UpstreamConnection:
         return self.client.server_capabilities.model_dump(by_alias=True, mode="json", exclude_none=True)
 
     async def request(
-        self, method: str, params: Mapping[str, Any] | None, *, timeout_s: float | None = None
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        *,
+        timeout_s: float | None = None,
+        log_level: str | None = None,
     ) -> dict[str, Any]:
         """Send one request and return the raw result.
+
+        ``log_level`` is the calling client's (``Caller.log_level``). A 2026-07-28 upstream sends
+        log messages only for a request that carries it in ``_meta``; a 2025-11-25 upstream got
+        it from ``logging/setLevel`` instead.
 
         Transport failures come back as ``GatewayError``; a JSON-RPC error the upstream chose to
         send stays an ``MCPError`` so non-tool methods can forward it unchanged.
@@ -79,6 +88,8 @@ class UpstreamConnection:
         if self.modern and channel is not None:
             # The upstream must see what the calling client can do, not what the gateway can.
             meta[CLIENT_CAPABILITIES_META_KEY] = dict(channel.capabilities)
+        if self.modern and log_level is not None:
+            meta[LOG_LEVEL_META_KEY] = log_level  # the caller's opt-in, whichever era it speaks
         if not meta:
             out.pop("_meta", None)
         if channel is not None:

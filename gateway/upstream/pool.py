@@ -27,7 +27,7 @@ class UpstreamPool:
         self.config = config
         self.clock = clock or SystemClock()
         self.supervisors: dict[str, Supervisor] = {
-            sid: Supervisor(sid, cfg, events) for sid, cfg in config.servers.items()
+            sid: Supervisor(sid, cfg, events, clock=self.clock) for sid, cfg in config.servers.items()
         }
         self.extra_lanes: dict[tuple[str, frozenset[str]], Supervisor] = {}
         self._tg: TaskGroup | None = None
@@ -89,7 +89,13 @@ class UpstreamPool:
             if self._tg is None:
                 return None
             lane = Supervisor(
-                server, primary.cfg, primary.events, mode="legacy", primary=False, profile=profile
+                server,
+                primary.cfg,
+                primary.events,
+                mode="legacy",
+                primary=False,
+                profile=profile,
+                clock=self.clock,
             )
             self.extra_lanes[key] = lane
             await self._tg.start(lane.run)
@@ -117,7 +123,7 @@ class UpstreamPool:
         if call.deadline is not None:
             timeout = max(0.001, min(timeout, call.deadline - self.clock.monotonic()))
         try:
-            raw = await conn.request("tools/call", params, timeout_s=timeout)
+            raw = await conn.request("tools/call", params, timeout_s=timeout, log_level=call.caller.log_level)
         except GatewayError:
             raise
         except MCPError as exc:
@@ -131,7 +137,8 @@ class UpstreamPool:
     ) -> dict[str, Any]:
         """Forward a non-tool request; upstream JSON-RPC errors propagate unchanged."""
         conn = await self.connection(server, caller)
-        return await conn.request(method, params, timeout_s=self.timeout_for(server))
+        level = caller.log_level if caller is not None else None
+        return await conn.request(method, params, timeout_s=self.timeout_for(server), log_level=level)
 
 
 def _is_legacy(protocol_version: str | None) -> bool:

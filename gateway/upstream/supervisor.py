@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import anyio
+import anyio.to_thread
 import mcp_types as types
 from anyio.abc import TaskStatus
 from mcp import Client
@@ -19,6 +20,7 @@ from mcp.client.subscriptions import ResourceUpdated
 
 from gateway import __version__
 from gateway.config import HttpServer, StdioServer
+from gateway.core.clock import Clock, SystemClock
 from gateway.upstream import lists
 from gateway.upstream.backroute import BackRouter
 from gateway.upstream.connection import UpstreamConnection
@@ -30,6 +32,7 @@ _ALL_PROFILES = frozenset({"elicitation", "sampling", "roots"})
 _MODES = {"auto": "auto", "2025-11-25": "legacy", "2026-07-28": "2026-07-28"}
 _HEARTBEAT_S = 15.0
 _STABLE_S = 10.0  # a connection that lived this long resets the restart backoff
+_LAST_WORDS_S = 0.5  # how long a failed child's stderr may take to drain before it is quoted
 
 
 class UpstreamEvents(Protocol):
@@ -76,8 +79,11 @@ class Supervisor:
         mode: str | None = None,
         primary: bool = True,
         profile: frozenset[str] = frozenset(),
+        clock: Clock | None = None,
     ) -> None:
         self.server = server
+        self.clock = clock or SystemClock()
+        """Backoff, heartbeats and the stability window run on it, so tests move time instead."""
         self.cfg = cfg
         self.events = events
         self.mode = mode or _MODES[cfg.protocol]
@@ -86,7 +92,7 @@ class Supervisor:
         """The client capabilities this lane declares at initialize (2025-11-25): exactly those of
         the callers it serves, so an upstream never believes a client can answer what it cannot."""
         self.unsupported = False
-        self.health = Health()
+        self.health = Health(since=self.clock.wall())
         self.lists = Lists()
         self.conn: UpstreamConnection | None = None
         # anyio primitives need a running loop, so they are made when the supervisor starts.
@@ -94,6 +100,7 @@ class Supervisor:
         self.finished: anyio.Event | None = None
         self._stopping = False
         self._scope: anyio.CancelScope | None = None
+        self._pump: StderrPump | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -116,12 +123,16 @@ class Supervisor:
         factor = policy.multiplier if policy else 2.0
         backoff = initial
         while not self._stopping:
-            started = time.monotonic()
+            started = self.clock.monotonic()
             try:
                 await self._serve_once()
             except Exception as exc:  # any failure of one upstream stays with that upstream
-                self._mark_down(f"{type(exc).__name__}: {exc}"[:300])
-                log.warning("%s: connection failed (%s): %s", self.server, self.mode, self.health.last_error)
+                stderr = await self._last_words()
+                reason = f"{type(exc).__name__}: {exc}"
+                self._mark_down((f"{reason}; stderr: {stderr[-1]}" if stderr else reason)[:300])
+                log.warning(
+                    "%s: connection failed (%s): %s%s", self.server, self.mode, reason, _quoted(stderr)
+                )
                 if not self.primary and self.health.restarts == 0 and self.health.protocol_version is None:
                     self.unsupported = True  # the upstream does not speak this era; the primary lane serves
                     return
@@ -130,11 +141,11 @@ class Supervisor:
                     self.first_attempt.set()
             if self._stopping:
                 break
-            if time.monotonic() - started > _STABLE_S:
+            if self.clock.monotonic() - started > _STABLE_S:
                 backoff = initial
             delay = backoff * random.uniform(0.8, 1.2)
             log.info("%s: reconnecting in %.1fs", self.server, delay)
-            await anyio.sleep(delay)
+            await self.clock.sleep(delay)
             backoff = min(backoff * factor, ceiling)
             self.health.restarts += 1
             self.events.on_restart(self.server)
@@ -157,7 +168,7 @@ class Supervisor:
             def child_gone() -> None:
                 loop.call_soon_threadsafe(gone.set)
 
-            pump = StderrPump(self.server, on_eof=child_gone)
+            self._pump = pump = StderrPump(self.server, on_eof=child_gone)
             transport = stdio_transport(self.cfg, pump)
         else:
             assert status_log is not None
@@ -191,6 +202,15 @@ class Supervisor:
         if scope.cancelled_caught and not self._stopping:
             raise TimeoutError(f"no answer within connect_timeout_s={self.cfg.connect_timeout_s}")
 
+    async def _last_words(self) -> list[str]:
+        """What a stdio child that just failed said last on stderr (often the traceback's last lines)."""
+        pump = self._pump
+        if pump is None:
+            return []
+        if not pump.eof.is_set():  # a child that just died may still be flushing its stderr
+            await anyio.to_thread.run_sync(pump.eof.wait, _LAST_WORDS_S, abandon_on_cancel=True)
+        return pump.tail()
+
     async def _serve(self, conn: UpstreamConnection, client: Client, gone: anyio.Event) -> None:
         self.conn = conn
         self._mark_up(conn)
@@ -205,13 +225,16 @@ class Supervisor:
         finally:
             self.conn = None
             if not self._stopping:
-                self._mark_down("connection lost")
-                log.warning("%s: connection lost", self.server)
+                stderr = self._pump.tail() if self._pump is not None else []
+                self._mark_down(
+                    f"connection lost; stderr: {stderr[-1]}"[:300] if stderr else "connection lost"
+                )
+                log.warning("%s: connection lost%s", self.server, _quoted(stderr))
 
     def _mark_up(self, conn: UpstreamConnection) -> None:
         self.health.status = "up"
         self.health.last_error = None
-        self.health.since = time.time()
+        self.health.since = self.clock.wall()
         self.health.protocol_version = conn.protocol_version
         log.info("%s: up (protocol %s, %d tools)", self.server, conn.protocol_version, len(self.lists.tools))
         if self.primary:
@@ -223,7 +246,7 @@ class Supervisor:
     def _mark_down(self, reason: str) -> None:
         self.health.status = "down"
         self.health.last_error = reason
-        self.health.since = time.time()
+        self.health.since = self.clock.wall()
         if self.primary:
             self.events.on_health(self.server, False)
 
@@ -283,11 +306,12 @@ class Supervisor:
                     else:
                         await self.refresh_now()
         except Exception as exc:
-            log.info("%s: no list-change stream (%s)", self.server, type(exc).__name__)
+            # Many servers have none (the method is optional); list changes then come with refreshes.
+            log.debug("%s: no list-change stream (%s)", self.server, type(exc).__name__)
 
     async def _heartbeat(self, conn: UpstreamConnection) -> None:
         while True:
-            await anyio.sleep(_HEARTBEAT_S)
+            await self.clock.sleep(_HEARTBEAT_S)
             try:
                 with anyio.fail_after(10):
                     if conn.modern:  # 2026-07-28 has no ping; discover is its cheapest round trip
@@ -298,6 +322,10 @@ class Supervisor:
                 log.warning("%s: heartbeat failed (%s)", self.server, type(exc).__name__)
                 conn.closed.set()
                 return
+
+
+def _quoted(stderr: list[str]) -> str:
+    return f"; its stderr ended with: {' | '.join(stderr)}" if stderr else ""
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from mcp.client.streamable_http import streamable_http_client
 from gateway.config import HttpServer, StdioServer
 
 log = logging.getLogger("interlock.upstream")
+
+_TAIL_LINES = 8
 
 
 @dataclass
@@ -70,7 +73,9 @@ async def http_transport(cfg: HttpServer, status_log: HttpStatusLog) -> AsyncIte
 
 
 class StderrPump:
-    """Carries a child's stderr into the gateway log, one line at a time.
+    """Carries a child's stderr into the gateway log (at debug: servers chat there freely), and
+    keeps its last lines, which the supervisor quotes when the child fails: a crash's traceback
+    is then seen at the default level without every line of chatter being logged.
 
     It also tells when the child is gone: stderr reaches EOF once the process (and every
     descendant holding the pipe) has exited, which is the earliest crash signal a stdio upstream
@@ -83,6 +88,8 @@ class StderrPump:
         self._reader = os.fdopen(read_fd, "r", errors="replace")
         self._server = server
         self._on_eof = on_eof
+        self._last: deque[str] = deque(maxlen=_TAIL_LINES)
+        self.eof = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"stderr-{server}", daemon=True)
         self._thread.start()
 
@@ -90,10 +97,17 @@ class StderrPump:
         logger = logging.getLogger(f"interlock.upstream.{self._server}")
         try:
             for line in self._reader:
-                logger.info("stderr: %s", line.rstrip())
+                text = line.rstrip()
+                self._last.append(text)
+                logger.debug("stderr: %s", text)
         finally:
             self._reader.close()
+            self.eof.set()
             self._on_eof()
+
+    def tail(self) -> list[str]:
+        """The child's last few non-blank stderr lines, oldest first."""
+        return [line.strip() for line in list(self._last) if line.strip()]
 
     def release_writer(self) -> None:
         """Drop the gateway's copy of the write end once the child holds its own."""

@@ -9,6 +9,11 @@ server-to-client requests) and the 2026-07-28 stateless era (per-request `_meta`
 Run:
     python tests/conformance/everything_server.py --transport stdio
     python tests/conformance/everything_server.py --transport http --port 0
+    python tests/conformance/everything_server.py --era modern ...   # 2026-07-28 only
+
+`--era modern` refuses `initialize` (-32022), as a 2026-07-28-only server does: whoever talks to
+it (the gateway, in tests/conformance/test_conformance.py) has to use the 2026-07-28 wire, where
+log messages flow only for a request whose `_meta` opted in, at or above the level it asked for.
 
 In HTTP mode it listens on 127.0.0.1 at path /mcp; with `--port 0` it picks a free port
 and prints `LISTENING <port>` on stdout once the socket accepts connections.
@@ -33,7 +38,7 @@ from typing import Annotated, Any
 import anyio
 import uvicorn
 from mcp.server.caching import CacheHint
-from mcp.server.context import ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -45,6 +50,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import (
     INVALID_PARAMS,
     MISSING_REQUIRED_CLIENT_CAPABILITY,
+    UNSUPPORTED_PROTOCOL_VERSION,
     AudioContent,
     CallToolResult,
     Completion,
@@ -248,27 +254,55 @@ async def test_reconnection(ctx: Context[Any, Any]) -> str:
     return "Reconnection test completed"
 
 
-# --------------------------------------------------------------------------- 2025-11-25 server-to-client
+# --------------------------------------------------------------------------- questions to the client
 
 
-async def test_sampling(prompt: str, ctx: Context[Any, Any]) -> str:
+async def _ask(
+    ctx: Context[Any, Any], key: str, request: ElicitRequest | CreateMessageRequest
+) -> dict[str, Any] | InputRequiredResult:
+    """The client's answer to one question, as a wire dict.
+
+    2025-11-25 asks mid-call with a server-to-client request. 2026-07-28 has no such requests: the
+    first round returns the question as an InputRequiredResult and the retry carries the answer in
+    inputResponses (a gateway bridges that back to a 2025-11-25 client's own requests).
+    """
+    if _is_modern(ctx):
+        answer = _response(ctx.input_responses, key)
+        return answer if answer is not None else InputRequiredResult(input_requests={key: request})
+    result: BaseModel
+    if isinstance(request, ElicitRequest):
+        form = request.params
+        assert isinstance(form, ElicitRequestFormParams)
+        result = await ctx.session.elicit_form(
+            form.message, form.requested_schema, related_request_id=ctx.request_id
+        )
+    else:
+        asked = request.params
+        result = await ctx.session.create_message(
+            messages=asked.messages, max_tokens=asked.max_tokens, related_request_id=ctx.request_id
+        )
+    return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+def _form(message: str, schema: dict[str, Any]) -> ElicitRequest:
+    return ElicitRequest(params=ElicitRequestFormParams(message=message, requested_schema=schema))
+
+
+def _elicited(answer: dict[str, Any]) -> str:
+    return f"action={answer.get('action')}, content={json.dumps(answer.get('content') or {}, sort_keys=True)}"
+
+
+async def test_sampling(prompt: str, ctx: Context[Any, Any]) -> str | InputRequiredResult:
     """Tests server-initiated sampling (LLM completion request)"""
-    result = await ctx.session.create_message(
-        messages=[SamplingMessage(role="user", content=TextContent(type="text", text=prompt))],
-        max_tokens=100,
-        related_request_id=ctx.request_id,
-    )
-    content = result.content
-    text = content.text if isinstance(content, TextContent) else "(non-text response)"
-    return f"LLM response: {text}"
+    answer = await _ask(ctx, "completion", _sample(prompt, 100))
+    if isinstance(answer, InputRequiredResult):
+        return answer
+    content = answer.get("content")
+    text = content.get("text") if isinstance(content, dict) and content.get("type") == "text" else None
+    return f"LLM response: {text if isinstance(text, str) else '(non-text response)'}"
 
 
-async def _elicit_now(ctx: Context[Any, Any], message: str, schema: dict[str, Any]) -> str:
-    result = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
-    return f"action={result.action}, content={json.dumps(result.content or {}, sort_keys=True)}"
-
-
-async def test_elicitation(message: str, ctx: Context[Any, Any]) -> str:
+async def test_elicitation(message: str, ctx: Context[Any, Any]) -> str | InputRequiredResult:
     """Tests server-initiated elicitation (user input request)"""
     schema = {
         "type": "object",
@@ -278,10 +312,11 @@ async def test_elicitation(message: str, ctx: Context[Any, Any]) -> str:
         },
         "required": ["username", "email"],
     }
-    return "User response: " + await _elicit_now(ctx, message, schema)
+    answer = await _ask(ctx, "user_input", _form(message, schema))
+    return answer if isinstance(answer, InputRequiredResult) else "User response: " + _elicited(answer)
 
 
-async def test_elicitation_sep1034_defaults(ctx: Context[Any, Any]) -> str:
+async def test_elicitation_sep1034_defaults(ctx: Context[Any, Any]) -> str | InputRequiredResult:
     """Tests elicitation with default values for all primitive types (SEP-1034)"""
     schema = {
         "type": "object",
@@ -298,10 +333,13 @@ async def test_elicitation_sep1034_defaults(ctx: Context[Any, Any]) -> str:
             "verified": {"type": "boolean", "description": "Verification status", "default": True},
         },
     }
-    return "Elicitation completed: " + await _elicit_now(ctx, "Please provide user information", schema)
+    answer = await _ask(ctx, "user_info", _form("Please provide user information", schema))
+    return (
+        answer if isinstance(answer, InputRequiredResult) else "Elicitation completed: " + _elicited(answer)
+    )
 
 
-async def test_elicitation_sep1330_enums(ctx: Context[Any, Any]) -> str:
+async def test_elicitation_sep1330_enums(ctx: Context[Any, Any]) -> str | InputRequiredResult:
     """Tests elicitation with enum schema variations (SEP-1330)"""
     schema = {
         "type": "object",
@@ -344,8 +382,12 @@ async def test_elicitation_sep1330_enums(ctx: Context[Any, Any]) -> str:
             },
         },
     }
-    message = "Please select values using different enum schema types"
-    return "Elicitation completed: " + await _elicit_now(ctx, message, schema)
+    answer = await _ask(
+        ctx, "selection", _form("Please select values using different enum schema types", schema)
+    )
+    return (
+        answer if isinstance(answer, InputRequiredResult) else "Elicitation completed: " + _elicited(answer)
+    )
 
 
 # ------------------------------------------------------------ 2026-07-28 diagnostics (server-stateless)
@@ -369,9 +411,9 @@ async def test_streaming_elicitation(ctx: Context[Any, Any]) -> CallToolResult |
     if answer and answer.get("action") == "accept" and isinstance(answer.get("content"), dict):
         return _text(f"Hello, {answer['content'].get('name', 'stranger')}!")
     if not _is_modern(ctx):
-        return _text(
-            "User response: " + await _elicit_now(ctx, "What is your name?", ASK_NAME.params.requested_schema)
-        )
+        asked = await _ask(ctx, "user_name", ASK_NAME)
+        assert not isinstance(asked, InputRequiredResult)  # 2025-11-25 asks mid-call
+        return _text("User response: " + _elicited(asked))
     await ctx.report_progress(progress=0, total=1, message="Waiting for input")
     return InputRequiredResult(input_requests={"user_name": ASK_NAME})
 
@@ -844,6 +886,19 @@ _lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, sub
 _lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
 
 
+# --------------------------------------------------------------------------- era
+
+
+async def refuse_handshake(ctx: ServerRequestContext[Any], call_next: CallNext) -> HandlerResult:
+    """`--era modern`: answer `initialize` as a 2026-07-28-only server does, so a client (or a
+    gateway) has to speak 2026-07-28 here, per-request log opt-in included."""
+    if ctx.method == "initialize":
+        requested = (ctx.params or {}).get("protocolVersion")
+        data = {"supported": list(MODERN_PROTOCOL_VERSIONS), "requested": requested}
+        raise MCPError(code=UNSUPPORTED_PROTOCOL_VERSION, message="Unsupported protocol version", data=data)
+    return await call_next(ctx)
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -869,8 +924,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
     parser.add_argument("--port", type=int, default=3001, help="HTTP port on 127.0.0.1 (0 picks a free one)")
+    parser.add_argument(
+        "--era", choices=["both", "modern"], default="both", help="modern: refuse the 2025-11-25 handshake"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if args.era == "modern":
+        _lowlevel.middleware.insert(0, refuse_handshake)
     if args.transport == "stdio":
         mcp.run("stdio")
     else:

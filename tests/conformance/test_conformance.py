@@ -1,8 +1,16 @@
 """The official MCP conformance suite, through the gateway, at both spec versions.
 
 The fixture server passes the suite on its own; behind the gateway (``namespace = false``), over
-stdio and over HTTP, it must pass the same scenarios. The suite's exclusions (the tasks extension
-only) and its install live in ``scripts/conformance.sh``.
+stdio and over HTTP, it must pass the same scenarios. Each transport runs twice:
+
+- ``both``: the fixture serves both eras, so the gateway can give a 2025-11-25 client a 2025-11-25
+  lane of its own (a stateless stdio process, an HTTP session) and each era is served natively;
+- ``modern``: the fixture refuses the 2025-11-25 handshake (``--era modern``), so every 2025-11-25
+  scenario is bridged onto the 2026-07-28 wire, where log messages flow only for a request that
+  opted in and questions to the client ride ``input_required``. The stdio upstream is a single
+  stateful process here, the way a plain stdio server is configured.
+
+The suite's exclusions (the tasks extension only) and its install live in ``scripts/conformance.sh``.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ SERVER = str(ROOT / "tests" / "conformance" / "everything_server.py")
 SCRIPT = str(ROOT / "scripts" / "conformance.sh")
 
 pytestmark = pytest.mark.conformance
+eras = pytest.mark.parametrize("era", ["both", "modern"])
 
 
 def _run_suite(url: str, tmp: Path) -> str:
@@ -38,21 +47,23 @@ def _run_suite(url: str, tmp: Path) -> str:
     return output
 
 
-def test_through_the_gateway_over_stdio(tmp_path: Path) -> None:
+@eras
+def test_through_the_gateway_over_stdio(tmp_path: Path, era: str) -> None:
     config = (
         f'[servers.everything]\ntransport = "stdio"\ncommand = "{PYTHON}"\n'
-        f'args = ["{SERVER}", "--transport", "stdio"]\nnamespace = false\n'
+        f'args = ["{SERVER}", "--transport", "stdio", "--era", "{era}"]\nnamespace = false\n'
         # Stateless: the gateway may run one instance per client era, so each era is served natively.
-        "stateless = true\n"
+        + ("stateless = true\n" if era == "both" else "")
     )
     with gateway(config, tmp_path) as gw:
         output = _run_suite(gw.mcp_url, tmp_path)
     assert "conformance 2025-11-25:" in output and "conformance 2026-07-28:" in output
 
 
-def test_through_the_gateway_over_http(tmp_path: Path) -> None:
+@eras
+def test_through_the_gateway_over_http(tmp_path: Path, era: str) -> None:
     port = free_port()
-    cmd = [PYTHON, SERVER, "--transport", "http", "--port", str(port)]
+    cmd = [PYTHON, SERVER, "--transport", "http", "--port", str(port), "--era", era]
     with spawn(cmd, tmp_path / "upstream.log") as upstream:
         wait_http(f"http://127.0.0.1:{port}/mcp", proc=upstream.proc)
         url = f"http://127.0.0.1:{port}/mcp"

@@ -17,7 +17,7 @@ import pytest
 from mcp import Client, types
 from mcp.client.context import ClientRequestContext
 
-from tests.support import ROOT, Proc, gateway, http_get, stdio_server_toml
+from tests.support import ROOT, Proc, gateway, gateway_error, http_get, stdio_server_toml
 
 pytestmark = pytest.mark.anyio
 
@@ -95,8 +95,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 
 
 def _error(result: Any) -> dict[str, Any]:
-    assert result.is_error, result
-    return dict(result.structured_content["error"])
+    return gateway_error(result)
 
 
 def _answering(decision: str, comment: str | None = None) -> Any:

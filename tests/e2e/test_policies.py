@@ -16,7 +16,16 @@ import anyio
 import pytest
 from mcp import Client
 
-from tests.support import FIXTURE_SERVER, INTERLOCK, PYTHON, ROOT, Proc, gateway, stdio_server_toml
+from tests.support import (
+    FIXTURE_SERVER,
+    INTERLOCK,
+    PYTHON,
+    ROOT,
+    Proc,
+    gateway,
+    gateway_error,
+    stdio_server_toml,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -78,8 +87,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 
 
 def _error(result: Any) -> dict[str, Any]:
-    assert result.is_error, result
-    return dict(result.structured_content["error"])
+    return gateway_error(result)
 
 
 async def test_an_invented_customer_id_never_reaches_the_upstream(demo: Demo) -> None:

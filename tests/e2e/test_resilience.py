@@ -14,7 +14,16 @@ import anyio
 import pytest
 from mcp import Client
 
-from tests.support import FIXTURE_SERVER, ROOT, Proc, free_port, gateway, kill_group, stdio_server_toml
+from tests.support import (
+    FIXTURE_SERVER,
+    ROOT,
+    Proc,
+    free_port,
+    gateway,
+    gateway_error,
+    kill_group,
+    stdio_server_toml,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -38,8 +47,7 @@ def _policies(tmp: Path, text: str) -> None:
 
 
 def _error(result: Any) -> dict[str, Any]:
-    assert result.is_error, result
-    return dict(result.structured_content["error"])
+    return gateway_error(result)
 
 
 async def test_a_forever_pending_job_is_stopped_with_the_evidence(tmp_path: Path) -> None:
@@ -67,6 +75,18 @@ async def test_a_forever_pending_job_is_stopped_with_the_evidence(tmp_path: Path
 
 
 async def test_a_flaky_api_trips_the_breaker_fails_fast_and_recovers(tmp_path: Path) -> None:
+    # In-process, so that the test owns the gateway's clock: the break passes when the test moves
+    # time, never by waiting. Everything else is real: MCP over HTTP from a real client, and the
+    # flaky example upstream over stdio. Sleepers wait for the test to move time (sleep_waits), so
+    # the supervisor's heartbeat and backoff do not spin.
+    import socket
+
+    import uvicorn
+
+    from gateway.app import Gateway
+    from gateway.config import load_config
+    from gateway.core.clock import ManualClock
+
     record = tmp_path / "flaky.jsonl"
     _policies(
         tmp_path,
@@ -74,9 +94,23 @@ async def test_a_flaky_api_trips_the_breaker_fails_fast_and_recovers(tmp_path: P
         "breaker = { window_size = 4, minimum_calls = 4, failure_rate = 0.5, half_open_calls = 1, "
         "break_s = 0.5, max_break_s = 1 }\n",
     )
-    with gateway(_example("flaky", record), tmp_path) as gw:
-        with anyio.fail_after(30):
-            async with Client(gw.mcp_url, mode="legacy") as c:
+    (tmp_path / "servers.toml").write_text('[gateway]\nstate = "memory://"\n\n' + _example("flaky", record))
+    clock = ManualClock(sleep_waits=True)
+    gw = Gateway(load_config(tmp_path / "servers.toml"), clock=clock)
+    # Bound and listening before the server starts: the client may connect at once.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(gw.http_app(), log_config=None, lifespan="on"))
+
+    def reached() -> int:
+        return len([r for r in _records(record) if r["tool"] == "place_order"])
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            async with Client(f"http://127.0.0.1:{port}/mcp", mode="legacy") as c:
                 await c.call_tool("flaky__set_mode", {"mode": "500", "count": 4})
                 codes = []
                 for qty in range(1, 8):  # distinct orders: the same failing call repeated would be a loop
@@ -90,20 +124,30 @@ async def test_a_flaky_api_trips_the_breaker_fails_fast_and_recovers(tmp_path: P
                     codes[-1] == "circuit_open" and set(codes[:-1]) == {"upstream_error"} and len(codes) >= 3
                 )
                 assert 0 < fast["retry_after_s"] <= 1
-                reached = len([r for r in _records(record) if r["tool"] == "place_order"])
-                assert reached == len(codes) - 1  # the refused call never reached the upstream
+                assert reached() == len(codes) - 1  # the refused call never reached the upstream
+                # However long it takes in real time, the circuit stays open until the clock moves.
+                still = await c.call_tool("flaky__place_order", {"symbol": "A", "qty": 50})
+                assert _error(still)["code"] == "circuit_open"
+                assert reached() == len(codes) - 1
                 recovered = None
-                for qty in range(6, 106):  # each refused call fails fast; the break is half a second
+                trials = []
+                for qty in range(60, 70):
+                    clock.advance(fast["retry_after_s"])  # the break is over: the next call is a trial
                     result = await c.call_tool("flaky__place_order", {"symbol": "A", "qty": qty})
                     if not result.is_error:
                         recovered = result
                         break
-                    # Refused at once while open; a half-open trial that meets the last 500 reopens it.
-                    assert _error(result)["code"] in ("circuit_open", "upstream_error")
-                    await anyio.sleep(0.05)
-                _, metrics = _metrics(gw)
-    assert recovered is not None
+                    # A half-open trial that meets the last 500 reopens it, for a longer break.
+                    fast = _error(result)
+                    trials.append(fast["code"])
+                    assert fast["code"] in ("circuit_open", "upstream_error")
+                    fast["retry_after_s"] = fast.get("retry_after_s") or 1
+                metrics = gw.metrics.render().decode()
+                heartbeats = clock.sleepers  # the supervisor's heartbeat waits on the test's clock
+            server.should_exit = True
+    assert recovered is not None, trials
     assert 'interlock_circuit_state{server="flaky",tool=""} 0.0' in metrics  # closed again
+    assert heartbeats >= 1
 
 
 def _metrics(gw: Proc) -> tuple[int, str]:

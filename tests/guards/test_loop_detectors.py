@@ -13,8 +13,8 @@ from gateway.core.policy import LoopSettings
 from gateway.guards.loop_detectors import (
     DOC_VERSION,
     FAILED,
+    TRANSIENT,
     History,
-    _canonical,
     budget_evidence,
     call_fingerprint,
     call_key,
@@ -27,8 +27,10 @@ from gateway.guards.loop_detectors import (
     polling_wait,
     record_result,
     result_fingerprint,
+    retry_wait,
     stuck_polling,
 )
+from gateway.guards.loop_history import _canonical
 from gateway.state.memory import decode_doc, encode_doc
 
 W = 600.0
@@ -120,6 +122,50 @@ def test_failing_retries_count_failures_in_a_row_and_a_success_resets_them() -> 
     recovered = entries(("A", "e", True), ("A", "ok"), ("A", "e", True))
     assert failing_retries(recovered, fp("A"), limit=2, window_s=W) is None
     assert stuck_polling(failing, fp("A"), limit=1, window_s=W) is None, "failures are not polling"
+
+
+def _transient(history: History, t: float, until: float | None = None) -> History:
+    """``history`` with A admitted at ``t`` and failed transiently (retry not before ``until``)."""
+    doc = history.admit("A", fp("A"), t, 500)
+    wait = (until, "upstream_rate_limited") if until is not None else None
+    return History.from_doc(record_result(doc, t, fp("A"), "e", True, transient=True, wait=wait))
+
+
+def test_transient_failures_are_skipped_by_the_detectors_that_judge_outcomes() -> None:
+    history = entries(("A", "e", True))
+    history = _transient(history, 101.0)
+    assert history.res[-1] == TRANSIENT + "e" and not history.failed(1)
+    history = History.from_doc(
+        record_result(history.admit("A", fp("A"), 102.0, 500), 102.0, fp("A"), "e", True)
+    )
+    ev = failing_retries(history, fp("A"), limit=2, window_s=W)
+    assert ev is not None and ev.count == 2 and ev.span_s == 2.0, "skipped: it neither counts nor breaks"
+    outage = History()
+    for i in range(5):
+        outage = _transient(outage, 100.0 + i)
+    assert failing_retries(outage, fp("A"), limit=1, window_s=W) is None
+    assert stuck_polling(outage, fp("A"), limit=1, window_s=W) is None
+    ev = identical_calls(outage, fp("A"), limit=5, window_s=W)
+    assert ev is not None and ev.count == 5, "the calls still count as calls"
+    polls = entries(("A", "p"), ("A", "p"))
+    ev = stuck_polling(_transient(polls, 102.0), fp("A"), limit=2, window_s=W)
+    assert ev is not None and ev.count == 2
+
+
+def test_retry_wait_is_the_exact_remainder_of_the_advised_wait() -> None:
+    history = _transient(entries(("B", "x")), 101.0, until=104.0)
+    assert retry_wait(history, fp("A"), 102.5) == (1.5, "upstream_rate_limited")
+    assert retry_wait(history, fp("A"), 104.0) is None
+    assert retry_wait(history, fp("B"), 102.5) is None
+    stored = History.from_doc(decode_doc(encode_doc(history.to_doc())))
+    assert retry_wait(stored, fp("A"), 102.5) == (1.5, "upstream_rate_limited")
+    # A later call drops the waits that are over, and those of calls no longer in the history.
+    assert History.from_doc(history.admit("B", fp("B"), 103.0, 500)).wait == history.wait
+    assert History.from_doc(history.admit("B", fp("B"), 104.0, 500)).wait == {}
+    assert History.from_doc(history.admit("B", fp("B"), 103.0, 1)).wait == {}
+    for junk in ("soon", ["A"], {fp("A"): "soon"}, {fp("A"): [None, 1]}, {fp("A"): [1.0]}):
+        bad = History.from_doc({**history.to_doc(), "wait": junk})
+        assert retry_wait(bad, fp("A"), 102.5) is None, junk
 
 
 def test_cycles_of_two_three_and_four_distinct_calls() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.core import Caller, ManualClock, ToolCall, ToolResult, build_chain
+from gateway.core.call import SessionSource
 from gateway.core.errors import CallBudgetExceeded, GatewayError, LoopDetected, NotFound, RateLimited
 from gateway.core.policy import LoopSettings, ResolvedPolicy
 from gateway.guards.loops import LoopDetection
@@ -70,14 +71,20 @@ class Rig:
         self.chain = build_chain([self.guard], self.upstream)
         self.settings = LoopSettings(**settings)
 
-    def call(self, tool: str = "jobs__status", session: str = "s1", **arguments: Any) -> ToolCall:
+    def call(
+        self,
+        tool: str = "jobs__status",
+        session: str = "s1",
+        source: SessionSource = "session",
+        **arguments: Any,
+    ) -> ToolCall:
         server, _, name = tool.partition("__")
         return ToolCall(
             server=server,
             tool=name,
             exposed_name=tool,
             arguments=arguments or {"job": "J1"},
-            caller=Caller(principal="alice", session_key=session),
+            caller=Caller(principal="alice", session_key=session, session_source=source),
             request_id=f"r{len(self.upstream.calls)}",
             policy=ResolvedPolicy(loops=self.settings),
         )
@@ -253,6 +260,28 @@ async def test_two_sessions_do_not_add_up() -> None:
     assert len(rig.upstream.calls) == 6 and rig.kinds == []
     assert set(rig.store.docs) == {"loops:s1", "loops:s2"}
     await rig.refused(rig.call(session="s1"))
+
+
+async def test_a_connection_is_judged_by_the_detectors_but_held_to_no_budget() -> None:
+    rig = Rig(max_calls_per_session=2, max_calls_per_tool_per_session=1, max_identical_calls=2)
+    conn = "alice@127.0.0.1:53422"
+    for job in ("J1", "J2", "J3"):  # past both caps: a connection is no conversation to cap
+        await rig.ok(rig.call(session=conn, source="connection", job=job))
+    await rig.ok(rig.call(session=conn, source="connection", job="J1"))
+    err = await rig.refused(rig.call(session=conn, source="connection", job="J1"))
+    assert isinstance(err, LoopDetected) and err.details["kind"] == "identical_calls"
+    # The same calls with a session hint are a conversation: its budget holds.
+    await rig.ok(rig.call(session="alice/chat-1", source="hint", job="J1"))
+    err = await rig.refused(rig.call(session="alice/chat-1", source="hint", job="J2"))
+    assert isinstance(err, CallBudgetExceeded) and err.details["kind"] == "tool_budget"
+
+
+async def test_calls_that_only_name_the_client_are_not_judged_at_all() -> None:
+    rig = Rig(max_identical_calls=1, max_calls_per_session=1)
+    for _ in range(5):  # any number of agents could be behind "alice": nothing adds up
+        await rig.ok(rig.call(session="alice", source="client"))
+    assert len(rig.upstream.calls) == 5 and rig.kinds == []
+    assert not rig.store.round_trips, "nothing is read or written for them"
 
 
 async def test_warn_lets_the_call_through_with_the_evidence() -> None:

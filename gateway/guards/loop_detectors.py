@@ -17,11 +17,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from gateway.core.policy import LoopSettings
+if TYPE_CHECKING:
+    from gateway.guards.loops import LoopSettings
 
 Kind = Literal[
     "identical_calls", "stuck_polling", "failing_retries", "cycle", "session_budget", "tool_budget"

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
+from gateway.config.models import Seconds
+from gateway.config.policy_models import PositiveInt
+from gateway.config.units import ExplainView, Key, PolicyTable, Rows, Unit, fields_text, merged
 from gateway.core import CallNext, Clock, ToolCall, ToolResult
 from gateway.core.errors import CallBudgetExceeded, GatewayError, LoopDetected, RateLimited
-from gateway.core.policy import LoopSettings
+from gateway.core.policy import StoreFailure
 from gateway.guards.loop_detectors import (
     Evidence,
     History,
@@ -25,10 +28,72 @@ from gateway.guards.loop_detectors import (
     record_result,
     result_fingerprint,
 )
-from gateway.guards.ratelimit import OnLimited, StoreDownLog, ceil_ms, store_down_error
+from gateway.guards.outage import StoreDownLog, ceil_ms, store_down_error
+from gateway.guards.stage import GuardDeps, Stage
 from gateway.state.base import StateStore, StoreUnavailable
 
 log = logging.getLogger("interlock.guards.loops")
+
+
+@dataclass(frozen=True, slots=True)
+class LoopSettings:
+    enabled: bool = True
+    action: Literal["warn", "block", "approve"] = "block"
+    """``approve``: a detected loop needs a human's approval to go on (the rule's ``approval``
+    settings, or the defaults, say how to ask)."""
+    window_s: float = 600.0
+    max_identical_calls: int = 10
+    """The same call (tool + canonical arguments) this many times in the window is a loop."""
+    max_identical_results: int = 5
+    """The same call getting the same result this many times in a row is stuck polling."""
+    max_failing_retries: int = 3
+    """The same failing call retried unchanged this many times."""
+    max_cycle_repeats: int = 3
+    """A cycle (A-B-A-B, A-B-C-A-B-C) repeated this many times."""
+    max_calls_per_session: int | None = 500
+    max_calls_per_tool_per_session: int | None = 200
+    polling_min_interval_s: float | None = None
+    """Declares the tool a polling tool: calls sooner than this get rate_limited with the exact wait."""
+    on_store_error: StoreFailure = "open"
+
+
+class LoopsTable(PolicyTable):
+    """Loop detection settings; a rule's table overrides only the keys it sets."""
+
+    enabled: bool | None = None
+    action: Literal["warn", "block", "approve"] | None = None
+    window_s: Seconds | None = None
+    max_identical_calls: PositiveInt | None = None
+    max_identical_results: PositiveInt | None = None
+    max_failing_retries: PositiveInt | None = None
+    max_cycle_repeats: PositiveInt | None = None
+    max_calls_per_session: PositiveInt | None = None
+    max_calls_per_tool_per_session: PositiveInt | None = None
+    polling_min_interval_s: Seconds | None = None
+    """Declares the tool a polling tool: calls sooner than this get rate_limited with the wait."""
+    on_store_error: StoreFailure | None = None
+
+
+def _rows(loops: LoopSettings, view: ExplainView) -> Rows:
+    if not loops.enabled:
+        return [("loops", "off")]
+    quiet = (
+        ("enabled",) if loops.polling_min_interval_s is not None else ("enabled", "polling_min_interval_s")
+    )
+    return [("loops", fields_text(loops, quiet))]
+
+
+def _settings(values: Mapping[str, Any]) -> LoopSettings:
+    return replace(LoopSettings(), **values["loops"])
+
+
+LOOPS: Unit[LoopSettings] = Unit(
+    name="loops",
+    default=LoopSettings(),
+    keys={"loops": Key(LoopsTable, "Loop detection per session (merged key by key).", combine=merged)},
+    build=_settings,
+    rows=_rows,
+)
 
 OnDetected = Callable[[str], None]
 """Called with the evidence's kind on every detection, warned or blocked: the metric
@@ -142,7 +207,8 @@ class LoopDetection:
     result is not folded into the next call's round trip because that call may land on another
     replica, and concurrent calls of a session would lose results. Refused calls cost one round trip
     and are not recorded. When the store is unavailable, ``loops.on_store_error`` decides: ``open``
-    lets the call through unjudged (logged once a minute), ``closed`` refuses with ``rate_limited``.
+    lets the call through unjudged (logged once a minute), ``closed`` refuses with
+    ``state_unavailable``.
 
     Position: after access (a forbidden call is not a loop to count), before rate limits (a loop is
     refused as a loop rather than slowly throttled) and before argument validation (repeated invalid
@@ -155,16 +221,14 @@ class LoopDetection:
         clock: Clock,
         *,
         on_detected: OnDetected | None = None,
-        on_limited: OnLimited | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.on_detected = on_detected
-        self.on_limited = on_limited
         self._store_down = StoreDownLog(clock)
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> ToolResult:
-        settings = call.policy.loops
+        settings = call.policy.of(LOOPS)
         if not settings.enabled:
             return await call_next(call)
         doc_key = f"loops:{call.caller.session_key}"
@@ -179,7 +243,7 @@ class LoopDetection:
             if settings.on_store_error == "open":
                 self._store_down.warn("loop detection", exc)
                 return await call_next(call)
-            raise store_down_error("loop detection", exc, {"guard": "loops"}) from exc
+            raise store_down_error("loop detection", exc) from exc
         if isinstance(verdict, _TooSoon):
             raise self._too_soon(call, settings, verdict.wait_s)
         if isinstance(verdict, _Refused):
@@ -237,8 +301,6 @@ class LoopDetection:
             self._store_down.warn("loop detection (result not recorded)", exc)
 
     def _too_soon(self, call: ToolCall, settings: LoopSettings, wait_s: float) -> RateLimited:
-        if self.on_limited is not None:
-            self.on_limited(call.server, call.exposed_name)
         interval = settings.polling_min_interval_s
         return RateLimited(
             f"{call.exposed_name} is a polling tool: call it with the same arguments at most once "
@@ -254,3 +316,10 @@ class LoopDetection:
     def _detected(self, evidence: Evidence) -> None:
         if self.on_detected is not None:
             self.on_detected(evidence.kind)
+
+
+def _build(deps: GuardDeps) -> LoopDetection:
+    return LoopDetection(deps.store, deps.clock, on_detected=deps.events.loop_detected)
+
+
+STAGE = Stage("loops", _build, LOOPS)

@@ -6,10 +6,10 @@
 
 No network, no SDK, no upstream: the chain ends in an async function that returns a fixed result,
 so what is timed is the guards' own cost. Three pipelines are built the way ``gateway.app`` builds
-the real one, ``observed(build_chain(guards, terminal), Metrics())``:
+the real one, with ``gateway.pipeline``: ``fold(build_guards(GuardDeps(...)), terminal, observer)``:
 
 - bare: no guards;
-- full: every guard ``ordered_guards(GuardDeps(...))`` builds, with a real ``PolicySet`` loaded
+- full: every guard ``build_guards(GuardDeps(...))`` builds, with a real ``PolicySet`` loaded
   from a temporary folder (the shipped ``policies/default.toml`` plus a rule file that turns on,
   for the tool called, argument constraints, a reminder, a hint override, ``idempotent = true``, a
   timeout and a reference check, and gives the client a large rate limit), a ``PinBook`` on a
@@ -27,7 +27,7 @@ clock starts, and the event loop turns once (untimed) after each call, as a serv
 between requests. Calls come in sessions of ``CALLS_PER_SESSION``, no two of a session alike, so the
 loop detector has a history to judge and never refuses.
 
-Per-guard attribution: the chain is rebuilt with the first k guards of ``ordered_guards`` (k = 0
+Per-guard attribution: the chain is rebuilt with the first k guards of ``build_guards`` (k = 0
 is bare, the last k is full), each chain timed the same way (``--attribution-calls`` each, batches
 in rotating order), and each guard's increment is the difference of consecutive p50s: what adding
 that guard, in its place, added. (Means are left out: on a busy machine a preempted call adds
@@ -70,44 +70,37 @@ from gateway.approvals import ApprovalService
 from gateway.approvals.gate import ApprovalGate
 from gateway.approvals.rounds import Rounds
 from gateway.catalog import ToolEntry, tool_digest
-from gateway.config import ApprovalSettings, PolicyContext, PolicySet, load_policies
-from gateway.core import Caller, CallNext, Guard, SystemClock, ToolCall, ToolResult, build_chain
+from gateway.config import ApprovalSettings, PolicyContext, PolicySet
+from gateway.config.units import ExplainView
+from gateway.core import Caller, CallNext, SystemClock, ToolCall, ToolResult
 from gateway.downstream.caller import new_request_id
-from gateway.guards import GuardDeps, ordered_guards
-from gateway.guards.access import Access
-from gateway.guards.classify import Classify
-from gateway.guards.output import OutputValidation, ResultSizeCap
-from gateway.guards.pinning import PinBook, PinGuard, SeenTool
-from gateway.guards.references import ReferenceChecks
-from gateway.guards.reminders import Reminders
-from gateway.guards.resolve import Resolve
-from gateway.guards.retry import Retry
-from gateway.guards.rewrite import Rewrite
-from gateway.guards.timeout import Timeout
-from gateway.guards.validation import ArgumentValidation, SchemaCache
+from gateway.guards.pinning import PINNING, PinBook, SeenTool
+from gateway.guards.validation import VALIDATION, ArgumentValidation, SchemaCache
 from gateway.observe.metrics import Metrics
-from gateway.observe.observer import observed
+from gateway.observe.observer import observer
 from gateway.observe.recent import RecentCalls
+from gateway.pipeline import UNITS, GuardDeps, NamedGuard, build_guards, fold, load_policies
 from gateway.state import MemoryPinStore, StateStore, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_MAX_ADDED_P50_US = 200.0  # issue 3: all guards on, within 0.2 ms p50 of the bare pipeline
 ISSUE_3_GUARDS = (
-    Resolve,
-    Rewrite,
-    Reminders,
-    ResultSizeCap,
-    OutputValidation,
-    Access,
-    PinGuard,
-    ArgumentValidation,
-    ReferenceChecks,
-    Retry,
-    Timeout,
-    Classify,
+    "resolve",
+    "rewrite",
+    "reminders",
+    "result_size_cap",
+    "output_validation",
+    "access",
+    "pinning",
+    "argument_validation",
+    "references",
+    "retry",
+    "timeout",
+    "classify",
 )
-"""The guards issue 3 delivered, whose cost its bar is about; later guards are measured too."""
-STATE_GUARDS = ("LoopDetection", "RateLimits", "CircuitBreaker", "Concurrency")
+"""The guards issue 3 delivered (by stage name), whose cost its bar is about; later guards are
+measured too."""
+STATE_GUARDS = ("loops", "rate_limits", "breaker", "concurrency")
 """Issue 4's guards: they keep their state in the store ``--state`` names."""
 ROUND_TRIPS = {
     # Network round trips per store operation (docs/state.md): a Redis update reads (HMGET), then
@@ -265,8 +258,8 @@ class Setup:
                 done = cache.compilations - before.get(id(cache), 0)
                 self.lookup_compilations[id(cache)] = self.lookup_compilations.get(id(cache), 0) + done
 
-    def guards(self) -> list[Guard]:
-        """Everything ``ordered_guards`` builds, each list with its own state (as a fresh gateway)."""
+    def guards(self) -> list[NamedGuard]:
+        """Everything ``build_guards`` builds, each list with its own state (as a fresh gateway)."""
         store = self.open_store()
         approvals = ApprovalService(store, self.clock)
         # No rule asks for approval here: this measures what the gate costs every other call.
@@ -281,7 +274,7 @@ class Setup:
             store=store,
             approval=gate,
         )
-        guards = ordered_guards(deps)
+        guards = build_guards(deps)
         cache = schema_cache(guards)
         if cache is not None:
             self.caches.append(cache)
@@ -294,8 +287,8 @@ class Setup:
         self.stores.append(store)
         return self.wrap_store(store) if self.wrap_store else store
 
-    def pipeline(self, guards: Sequence[Guard]) -> CallNext:
-        return observed(build_chain(guards, self.terminal), Metrics(), RecentCalls())
+    def pipeline(self, guards: Sequence[NamedGuard]) -> CallNext:
+        return fold(guards, self.terminal, observer(Metrics(), RecentCalls()))
 
     def make_call(self) -> ToolCall:
         """The next call: a fresh arguments dict, as the JSON-RPC layer hands it over; a new
@@ -314,13 +307,13 @@ class Setup:
         return self.entry.call(arguments, caller, new_request_id())
 
 
-def schema_cache(guards: Sequence[Guard]) -> SchemaCache | None:
-    """The compiled-validator cache ``ordered_guards`` shares between argument and output validation."""
-    return next((g.schemas for g in guards if isinstance(g, ArgumentValidation)), None)
+def schema_cache(guards: Sequence[NamedGuard]) -> SchemaCache | None:
+    """The compiled-validator cache ``build_guards`` shares between argument and output validation."""
+    return next((g.schemas for _, g in guards if isinstance(g, ArgumentValidation)), None)
 
 
-def issue_3(guards: Sequence[Guard]) -> list[Guard]:
-    return [guard for guard in guards if isinstance(guard, ISSUE_3_GUARDS)]
+def issue_3(guards: Sequence[NamedGuard]) -> list[NamedGuard]:
+    return [(name, guard) for name, guard in guards if name in ISSUE_3_GUARDS]
 
 
 async def build_setup(policy_dir: Path, state_url: str = "memory://", state_base: Path = ROOT) -> Setup:
@@ -338,35 +331,23 @@ async def build_setup(policy_dir: Path, state_url: str = "memory://", state_base
     seen = [SeenTool(e.server, e.upstream_name, e.exposed_name, e.digest) for e in (entry, lookup_entry)]
     await pins.reconcile(
         seen,
-        lambda t: policies.resolve(PolicyContext(server=t.server, tool=t.tool, exposed=t.exposed)).pinning,
+        lambda t: (
+            policies.resolve(PolicyContext(server=t.server, tool=t.tool, exposed=t.exposed)).of(PINNING).mode
+        ),
     )
     return Setup(policies, entry, lookup_entry, terminal, pins, clock, state_url, state_base)
 
 
 def policy_summary(setup: Setup) -> dict[str, Any]:
-    """What the call runs under, to show every guard has work to do."""
-    policy = setup.policies.resolve_call(setup.make_call())
+    """What the call runs under, to show every guard has work to do: each unit's explain rows."""
+    call = setup.make_call()
+    policy = setup.policies.resolve_call(call)
+    view = ExplainView(policy, call.server, call.tool, call.annotations)
+    rows = [row for unit in UNITS for row in unit.rows(policy.of(unit), view)]
     return {
         "files": [path.name for path in setup.policies.files],
         "rules_applied": list(policy.rules),
-        "access": policy.access,
-        "validate_arguments": policy.validate_arguments,
-        "argument_constraints": sorted(policy.argument_constraints),
-        "references": [f"{r.argument} -> {r.tool} (ttl_s={r.ttl_s:g})" for r in policy.references],
-        "output_validation": policy.output_validation,
-        "max_result_bytes": policy.max_result_bytes,
-        "pinning": policy.pinning,
-        "idempotent": policy.is_idempotent(setup.entry.annotations),
-        "retry_max_attempts": policy.retry.max_attempts,
-        "timeout_s": policy.timeout_s,
-        "reminders": len(policy.reminders),
-        "reminder_every": policy.reminder_every,
-        "hints": sorted(policy.hints),
-        "error_patterns": len(policy.error_patterns),
-        "breaker": {"enabled": policy.breaker.enabled, "per_tool": policy.breaker.per_tool},
-        "rate_limits": [f"{r.name}: {r.limit}/{r.period_s:g}s burst {r.burst}" for r in policy.rate_limits],
-        "concurrency": None if policy.concurrency is None else str(policy.concurrency),
-        "loops": {"enabled": policy.loops.enabled, "action": policy.loops.action},
+        "resolved": [f"{name} {value}" for name, value in rows],
         "state_store": f"{store_kind(setup.state_url)} ({redact(setup.state_url)})",
         "calls_per_session": CALLS_PER_SESSION,
     }
@@ -600,7 +581,7 @@ async def one_compilation_us(setup: Setup, repeat: int = 15) -> float:
     for _ in range(repeat):
         cache = SchemaCache()
         started = time.perf_counter_ns()
-        cache.get("input", call, call.input_schema, policy.argument_constraints)
+        cache.get("input", call, call.input_schema, policy.of(VALIDATION).constraints)
         times.append(time.perf_counter_ns() - started)
     return round(statistics.median(times) / 1000, 1)
 
@@ -694,14 +675,14 @@ async def _measure(args: argparse.Namespace, setup: Setup, problems: ProblemLog)
             "full_within": full_added["p50_us"] <= TARGET_MAX_ADDED_P50_US,
         },
         "guards": {
-            "issue3": [type(guard).__name__ for guard in issue3_guards],
-            "full": [type(guard).__name__ for guard in full_guards],
+            "issue3": [name for name, _ in issue3_guards],
+            "full": [name for name, _ in full_guards],
         },
         "schema_cache": schema,
     }
 
     if args.attribution_calls:
-        names = [type(guard).__name__ for guard in full_guards]
+        names = [name for name, _ in full_guards]
         log(
             f"per-guard attribution: {len(names) + 1} chains, {min(args.warmup, 1000)} warm-up + "
             f"{args.attribution_calls} timed calls each"
@@ -714,11 +695,11 @@ async def _measure(args: argparse.Namespace, setup: Setup, problems: ProblemLog)
         document["per_guard"] = [
             {
                 "guard": name,
-                "issue_3": isinstance(guard, ISSUE_3_GUARDS),
+                "issue_3": name in ISSUE_3_GUARDS,
                 "cumulative_p50_us": prefix[k]["p50_us"],
                 "increment_p50_us": round(prefix[k]["p50_us"] - prefix[k - 1]["p50_us"], 2),
             }
-            for k, (name, guard) in enumerate(zip(names, full_guards, strict=True), start=1)
+            for k, name in enumerate(names, start=1)
         ]
         document["per_guard_chain_without_guards_p50_us"] = prefix[0]["p50_us"]
         document["issue4_increments_p50_us"] = {

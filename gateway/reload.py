@@ -9,7 +9,8 @@ from pathlib import Path
 
 import anyio
 
-from gateway.config import ConfigError, PolicySet, load_policies
+from gateway.config import ConfigError, PolicySet
+from gateway.config.policy import PolicyLanguage
 from gateway.config.policy_loader import policy_files
 
 log = logging.getLogger("interlock.policy")
@@ -20,10 +21,13 @@ _POLL_S = 1.0  # a stat of a handful of files per second; no extra dependency fo
 class PolicyHolder:
     """The policy in force, swapped whole. Readers take ``current`` once per call."""
 
-    def __init__(self, folder: Path | None, on_change: Callable[[PolicySet], None]) -> None:
+    def __init__(
+        self, language: PolicyLanguage, folder: Path | None, on_change: Callable[[PolicySet], None]
+    ) -> None:
+        self.language = language
         self.folder = folder
         self.on_change = on_change
-        self.current = load_policies(folder) if folder else load_policies(Path("/nonexistent"))
+        self.current = language.load(folder) if folder else language.empty()
         self._signature = self._stat()
 
     def _stat(self) -> tuple[tuple[str, int, int], ...]:
@@ -44,7 +48,7 @@ class PolicyHolder:
             return False
         self._signature = self._stat()
         try:
-            fresh = load_policies(self.folder)
+            fresh = self.language.load(self.folder)
         except ConfigError as exc:
             log.error("policy reload (%s) rejected, the running policy stays in force:\n%s", reason, exc)
             return False

@@ -6,6 +6,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.core import Caller, ResolvedPolicy, ToolCall, ToolResult
+from gateway.pipeline import UNITS
+
+_UNITS = {unit.name: unit for unit in UNITS}
+
+
+def policy_of(**settings: Any) -> ResolvedPolicy:
+    """A resolved policy with these units' settings, by unit name: ``policy_of(retry=RetrySettings())``."""
+    policy = ResolvedPolicy()
+    for name, value in settings.items():
+        policy = policy.set(_UNITS[name], value)
+    return policy
 
 
 def tool_call(

@@ -21,6 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "web": {"core", "config", "state", "guards", "upstream", "catalog", "approvals", "observe"},
     "workflows": {"core", "config", "state", "guards", "upstream", "catalog", "approvals", "observe"},
     "reload": {"core", "config"},
+    "pipeline": {"core", "config", "state", "guards", "upstream", "catalog", "approvals", "observe"},
     "app": {
         "core",
         "config",
@@ -34,6 +35,7 @@ ALLOWED: dict[str, set[str]] = {
         "web",
         "workflows",
         "reload",
+        "pipeline",
     },
 }
 ALLOWED["cli"] = ALLOWED["app"] | {"app"}  # the command line sits on top of everything

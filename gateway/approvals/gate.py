@@ -32,6 +32,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.approvals.form import approval_form, read_answer
 from gateway.approvals.records import ApprovalRecord
+from gateway.approvals.requirement import APPROVAL, ApprovalRequirement
 from gateway.approvals.rounds import INPUT_KEY, Rounds
 from gateway.approvals.service import ApprovalService, DecisionConflict
 from gateway.config import ApprovalSettings, PolicyContext
@@ -39,8 +40,9 @@ from gateway.config.policy import ANNOTATION_DEFAULTS
 from gateway.core import CallNext, ToolCall, ToolResult, current_backchannel
 from gateway.core import errors as e
 from gateway.core.clock import Clock
-from gateway.core.policy import ApprovalRequirement
-from gateway.guards.ratelimit import store_down_error
+from gateway.guards.outage import store_down_error
+from gateway.guards.stage import GuardDeps, Stage
+from gateway.guards.traits import TRAITS
 from gateway.state.base import StoreUnavailable
 
 log = logging.getLogger("interlock.approvals")
@@ -84,7 +86,7 @@ class ApprovalGate:
             return await self._gate(call, call_next)
         except StoreUnavailable as exc:
             # Always closed: a call that needs a human never runs because the records are down.
-            raise store_down_error("the approval", exc, {"guard": "approval"}) from exc
+            raise store_down_error("the approval", exc) from exc
 
     async def _gate(self, call: ToolCall, call_next: CallNext) -> ToolResult:
         if self.rounds.owns(call):  # the retry of our own input_required round trip
@@ -111,7 +113,7 @@ class ApprovalGate:
     # -- whether to ask ---------------------------------------------------------------------
 
     def _ask(self, call: ToolCall) -> Ask | None:
-        req = call.policy.approval
+        req = call.policy.of(APPROVAL)
         reasons = list(call.approval_reasons)
         if req is not None and self._applies(req, call):
             reasons.insert(0, req.reason or _default_reason(req))
@@ -123,7 +125,7 @@ class ApprovalGate:
 
     def _applies(self, req: ApprovalRequirement, call: ToolCall) -> bool:
         if req.destructive_only:
-            if not call.policy.trust_annotations:
+            if not call.policy.of(TRAITS).trust_annotations:
                 return False
             hints = {**ANNOTATION_DEFAULTS, **call.annotations}
             if hints.get("readOnlyHint") is True or hints.get("destructiveHint") is not True:
@@ -150,7 +152,7 @@ class ApprovalGate:
         if self.rounds.signer is None and self.load_signer is not None:
             await self.load_signer()
         if self.rounds.signer is None:
-            raise e.RateLimited(
+            raise e.StateUnavailable(
                 "the approval round trip cannot start yet: the gateway has not read its approval "
                 "signing secret from its state store; the call did not run",
                 hint=(
@@ -158,7 +160,7 @@ class ApprovalGate:
                     "since it started). Wait a few seconds and call again; the tool itself is not at fault."
                 ),
                 retry_after_s=_NOT_READY_RETRY_S,
-                details={"reason": "approvals_not_ready", "guard": "approval"},
+                details={"reason": "approvals_not_ready"},
             )
 
     # -- the channels -----------------------------------------------------------------------
@@ -363,4 +365,14 @@ def _default_reason(req: ApprovalRequirement) -> str:
     return f"rule {req.rule} requires approval"
 
 
-__all__ = ["INPUT_KEY", "ApprovalGate"]
+def _build(deps: GuardDeps) -> ApprovalGate | None:
+    gate = deps.approval
+    assert gate is None or isinstance(gate, ApprovalGate)
+    return gate
+
+
+STAGE = Stage("approval", _build, APPROVAL)
+"""The gate needs the approval service and its channels, which the app builds; a pipeline built
+without them has no gate (the stage is skipped) but still understands ``approval`` settings."""
+
+__all__ = ["INPUT_KEY", "STAGE", "ApprovalGate"]

@@ -127,7 +127,7 @@ def cmd_stdio(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from gateway.config import load_policies
+    from gateway.pipeline import load_policies
 
     config = _load(args.config)
     try:

@@ -7,7 +7,8 @@ import json
 import sys
 
 from gateway.cli.pins import upstream_names
-from gateway.config import Config, ConfigError, PolicyContext, explain_text, load_policies
+from gateway.config import Config, ConfigError, PolicyContext, explain_text
+from gateway.pipeline import load_policies
 
 
 def cmd_explain(args: argparse.Namespace, config: Config) -> int:

@@ -22,7 +22,7 @@ from gateway.config.models import (
     StdioServer,
     WebhookSettings,
 )
-from gateway.config.policy import ExplainStep, PolicyContext, PolicySet, explain_text, load_policies
+from gateway.config.policy import ExplainStep, PolicyContext, PolicyLanguage, PolicySet, explain_text
 from gateway.config.policy_loader import PolicyError
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "HttpServer",
     "PolicyContext",
     "PolicyError",
+    "PolicyLanguage",
     "PolicySet",
     "Problem",
     "RestartPolicy",
@@ -51,5 +52,4 @@ __all__ = [
     "explain_text",
     "interpolate",
     "load_config",
-    "load_policies",
 ]

@@ -129,7 +129,8 @@ class GatewaySettings(BaseModel):
     @field_validator("clients")
     @classmethod
     def _unique_clients(cls, clients: list[ClientKey]) -> list[ClientKey]:
-        # A shared name makes audit records ambiguous; a shared key makes the name a lie.
+        # A shared name makes metrics, logs and approval records ambiguous; a shared key makes the
+        # name a lie.
         check_unique_credentials([(c.name, c.key) for c in clients], "client", "key")
         return clients
 

@@ -1,16 +1,11 @@
 """The loaded policy files, and the ``ResolvedPolicy`` of each call.
 
-How rules combine (the full text is in ``docs/policies.md``):
-
-- ``[defaults]`` applies first, then every matching rule in load order (files by name, rules in
-  file order); a rule matches when its ``match`` globs fit and its ``when`` (if any) is true.
-- A setting a rule sets overrides the value before it (later wins); ``retry`` keys, ``hints`` per
-  code and ``arguments`` per argument and constraint merge the same way, key by key.
-- ``breaker`` and ``loops`` merge key by key as ``retry`` does; ``concurrency`` is replaced whole.
-- ``references``, ``reminder`` texts and ``error_patterns`` accumulate; ``rate_limits`` accumulate
-  by name, a later limit replacing an earlier one of the same name.
-- ``access = "deny"`` from any matching rule wins over every ``allow`` (deny is sticky); with no
-  matching rule setting ``access``, the ``[defaults]`` value holds.
+How rules combine (the full text is in ``docs/policies.md``): ``[defaults]`` applies first, then
+every matching rule in load order (files by name, rules in file order); a rule matches when its
+``match`` globs fit and its ``when`` (if any) is true. How the values of one key combine (a later
+value replaces, tables merge key by key, lists accumulate, named items replace by name, ``deny``
+is sticky) is declared by the unit that owns the key (``gateway.config.units``), so this module
+knows no guard by name.
 
 Resolution is cached: which rules match by name (server, upstream tool, exposed name, client) is
 computed once per name tuple (bounded LRU), and merged policies are memoized per outcome of the
@@ -21,29 +16,19 @@ computed once per name tuple (bounded LRU), and merged policies are memoized per
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from gateway.config.cel import VARIABLES, CelError, Expression, context_for, only
-from gateway.config.policy_loader import CompiledRule, LoadedPolicies, Patch, read_policies
-from gateway.core.policy import (
-    ApprovalRequirement,
-    ArgumentConstraint,
-    BreakerSettings,
-    ConcurrencyLimit,
-    ErrorPattern,
-    LoopSettings,
-    RateLimit,
-    ReferenceCheck,
-    ResolvedPolicy,
-    RetrySettings,
-)
+from gateway.config.policy_loader import CompiledRule, LoadedPolicies, Values, read_policies
+from gateway.config.policy_models import PolicyModels
+from gateway.config.units import ExplainView, Setting, Unit, json_text
+from gateway.core.policy import ResolvedPolicy
 
 if TYPE_CHECKING:
     import cel
@@ -118,32 +103,68 @@ class ExplainStep:
 class _Candidates:
     """The rules whose ``match`` fits one (server, tool, exposed, client), in order."""
 
-    __slots__ = ("arg_keys", "conditional", "defaults", "rules", "variables", "variants")
+    __slots__ = ("_defaults", "arg_keys", "conditional", "language", "rules", "variables", "variants")
 
-    def __init__(self, defaults: Patch, rules: tuple[CompiledRule, ...]) -> None:
-        self.defaults = defaults
+    def __init__(self, language: PolicyLanguage, defaults: Values, rules: tuple[CompiledRule, ...]) -> None:
+        self.language = language
         self.rules = rules
         self.conditional = tuple(rule for rule in rules if rule.when is not None)
         whens = [rule.when for rule in self.conditional if rule.when is not None]
         self.variables = frozenset(name for when in whens for name in when.variables)
         self.arg_keys = _arg_keys(whens)
         self.variants: dict[tuple[bool, ...], ResolvedPolicy] = {}
+        self._defaults = defaults
 
     def policy(self, outcomes: tuple[bool, ...]) -> ResolvedPolicy:
         found = self.variants.get(outcomes)
         if found is None:
             held = iter(outcomes)
             applied = [rule for rule in self.rules if rule.when is None or next(held)]
-            found = merge(self.defaults, applied)
+            found = self.language.merge(self._defaults, applied)
             if len(self.variants) < MAX_VARIANTS:
                 self.variants[outcomes] = found
         return found
 
 
+class PolicyLanguage:
+    """The policy files a list of units defines: their models, loading, merging and explaining."""
+
+    def __init__(self, units: Sequence[Unit[Any]]) -> None:
+        self.units = tuple(units)
+        self.models = PolicyModels(self.units)
+        self.names = tuple(unit.name for unit in self.units)
+        """Every unit's name, in pipeline order: the values of the ``guard`` label and field."""
+
+    def load(self, folder: Path) -> PolicySet:
+        """Load ``folder/*.toml``; raise ``ConfigError`` (a ``PolicyError``) listing every problem.
+
+        A missing or empty folder gives the built-in defaults (``PolicySet.files`` is empty).
+        """
+        return PolicySet(self, read_policies(Path(folder), self.models))
+
+    def empty(self) -> PolicySet:
+        return PolicySet(self)
+
+    def merge(self, defaults: Values, rules: Sequence[CompiledRule]) -> ResolvedPolicy:
+        """``[defaults]`` and then each rule, in order, each key combined as its unit says."""
+        bodies = [(None, defaults), *((rule.name, rule.values) for rule in rules)]
+        settings: dict[str, Any] = {}
+        for unit in self.units:
+            combined: dict[str, Any] = {}
+            for name, key in unit.keys.items():
+                found = [Setting(origin, values[name]) for origin, values in bodies if name in values]
+                if found:
+                    combined[name] = key.combine(found)
+            if combined:  # a unit no body touched runs on its defaults: equal policies compare equal
+                settings[unit.name] = unit.settings(combined)
+        return ResolvedPolicy(tuple(rule.name for rule in rules), MappingProxyType(settings))
+
+
 class PolicySet:
     """Every policy file of a folder, compiled; resolves the policy of each call."""
 
-    def __init__(self, loaded: LoadedPolicies | None = None) -> None:
+    def __init__(self, language: PolicyLanguage, loaded: LoadedPolicies | None = None) -> None:
+        self.language = language
         self._loaded = loaded or LoadedPolicies()
         self.files: tuple[Path, ...] = self._loaded.files
         """The files read, in load order; empty when running on the built-in defaults."""
@@ -166,27 +187,45 @@ class PolicySet:
         outcomes = tuple(self._holds(rule, context) for rule in candidates.conditional)
         return candidates.policy(outcomes)
 
+    def resolve_listed(self, ctx: PolicyContext) -> ResolvedPolicy:
+        """The policy of a tool as listed, before any call (tool pinning reads it).
+
+        There are no arguments and no session yet: a rule whose ``when`` reads them does not apply,
+        and is not evaluated, so that it neither fails nor uses up its once-per-rule failure log.
+        """
+        candidates = self._candidates(ctx.server, ctx.tool, ctx.exposed, ctx.client)
+        if not candidates.conditional:
+            return candidates.policy(())
+        context = self._context(ctx, candidates)
+        outcomes = tuple(
+            rule.when is not None and not (rule.when.variables & _CALL_TIME) and self._holds(rule, context)
+            for rule in candidates.conditional
+        )
+        return candidates.policy(outcomes)
+
     def is_listed(self, ctx: PolicyContext) -> bool:
         """Whether a tool belongs in this client's ``tools/list`` (``ctx.args`` is ignored).
 
         A tool is hidden only when every call of it would be denied: a deny whose ``when`` reads
         ``args`` or ``session`` may not hold for some call, and an allow like it may hold.
+        ``access`` is the one key the catalog reads before any call.
         """
         candidates = self._candidates(ctx.server, ctx.tool, ctx.exposed, ctx.client)
         context = self._context(ctx, candidates) if candidates.conditional else None
-        access = self._loaded.defaults.access or "allow"
+        access = self._loaded.defaults.get("access", "allow")
         for rule in candidates.rules:
-            if rule.patch.access is None:
+            said = rule.values.get("access")
+            if said is None:
                 continue
             holds = True
             if rule.when is not None:
                 unknowable = bool(rule.when.variables & _CALL_TIME)
-                holds = rule.patch.access == "allow" if unknowable else self._holds(rule, context)
-            if holds and rule.patch.access == "deny":
+                holds = said == "allow" if unknowable else self._holds(rule, context)
+            if holds and said == "deny":
                 return False
             if holds:
                 access = "allow"
-        return access == "allow"
+        return bool(access == "allow")
 
     def explain(self, ctx: PolicyContext) -> list[ExplainStep]:
         """Every rule in order, matched or not and why; ``[defaults]`` first when a file sets it."""
@@ -206,7 +245,7 @@ class PolicySet:
 
     def _match(self, server: str, tool: str, exposed: str, client: str) -> _Candidates:
         rules = tuple(rule for rule in self.rules if _matches(rule, server, tool, exposed, client))
-        return _Candidates(self._loaded.defaults, rules)
+        return _Candidates(self.language, self._loaded.defaults, rules)
 
     def _context(self, ctx: PolicyContext, candidates: _Candidates) -> Variables | None:
         values = ctx.activation(candidates.variables, candidates.arg_keys)
@@ -256,85 +295,12 @@ class PolicySet:
         )
 
 
-def load_policies(folder: Path) -> PolicySet:
-    """Load ``folder/*.toml``; raise ``ConfigError`` (a ``PolicyError``) listing every problem.
-
-    A missing or empty folder gives the built-in defaults (``PolicySet.files`` is empty).
-    """
-    return PolicySet(read_policies(Path(folder)))
-
-
-def merge(defaults: Patch, rules: Sequence[CompiledRule]) -> ResolvedPolicy:
-    """``[defaults]`` and then each rule, in order; see the module docstring for the rules."""
-    values: dict[str, Any] = {}
-    retry: dict[str, Any] = {}
-    hints: dict[str, str] = {}
-    arguments: dict[str, dict[str, Any]] = {}
-    references: list[ReferenceCheck] = []
-    reminders: list[str] = []
-    patterns: list[ErrorPattern] = []
-    breaker: dict[str, Any] = {}
-    loops: dict[str, Any] = {}
-    limits: dict[str, RateLimit] = {}
-    concurrency: ConcurrencyLimit | None = None
-    approval: ApprovalRequirement | None = None
-    for patch in (defaults, *(rule.patch for rule in rules)):
-        values.update(patch.scalars)
-        retry.update(patch.retry)
-        hints.update(patch.hints)
-        for name, constraints in patch.arguments:
-            arguments.setdefault(name, {}).update(constraints)
-        references.extend(patch.references)
-        if patch.reminder is not None and patch.reminder not in reminders:
-            reminders.append(patch.reminder)
-        patterns.extend(patch.error_patterns)
-        breaker.update(patch.breaker)
-        loops.update(patch.loops)
-        limits.update((limit.name, limit) for limit in patch.rate_limits)
-        if patch.concurrency is not None:
-            concurrency = patch.concurrency
-        if patch.approval is not None:  # replaced whole; False lifts it
-            approval = patch.approval or None
-    said = {rule.patch.access for rule in rules}
-    access = "deny" if "deny" in said else "allow" if "allow" in said else defaults.access or "allow"
-    return ResolvedPolicy(
-        rules=tuple(rule.name for rule in rules),
-        access=access,
-        retry=replace(RetrySettings(), **retry),
-        hints=MappingProxyType(hints),
-        argument_constraints=MappingProxyType(
-            {name: ArgumentConstraint(**constraints) for name, constraints in arguments.items()}
-        ),
-        references=tuple(references),
-        reminders=tuple(reminders),
-        error_patterns=tuple(patterns),
-        breaker=_breaker(breaker),
-        rate_limits=tuple(limits.values()),
-        concurrency=concurrency,
-        loops=replace(LoopSettings(), **loops) if loops else LoopSettings(),
-        approval=approval,
-        **values,
-    )
-
-
-def _breaker(keys: dict[str, Any]) -> BreakerSettings:
-    settings = replace(BreakerSettings(), **keys) if keys else BreakerSettings()
-    # Each table is checked on its own at load; merged tables may still cross (a rule's
-    # window_size = 5 under [defaults]' minimum_calls = 10). The window never holds more than
-    # window_size outcomes, and a first break cannot exceed the longest.
-    if settings.minimum_calls > settings.window_size:
-        settings = replace(settings, minimum_calls=settings.window_size)
-    if settings.break_s > settings.max_break_s:
-        settings = replace(settings, break_s=settings.max_break_s)
-    return settings
-
-
 def explain_text(policies: PolicySet, ctx: PolicyContext) -> str:
     """A readable report for ``interlock policy explain``: each rule and why, then the result."""
     lines = [
         f"Policy for {ctx.exposed} (server {ctx.server!r}, upstream tool {ctx.tool!r}), "
         f"client {ctx.client!r}" + (f", session {ctx.session!r}" if ctx.session else ""),
-        f"args: {_json(ctx.args)}",
+        f"args: {json_text(ctx.args)}",
         "files: " + (", ".join(map(str, policies.files)) or "none (built-in defaults)"),
         "",
         "rules, in order:",
@@ -349,131 +315,10 @@ def explain_text(policies: PolicySet, ctx: PolicyContext) -> str:
         lines.append("  (none)")
     policy = policies.resolve(ctx)
     lines += ["", f"resolved policy (rules applied: {', '.join(policy.rules) or 'none'}):"]
-    lines += [f"  {name:<19} {value}" for name, value in _fields(policy, ctx)]
+    view = ExplainView(policy, ctx.server, ctx.tool, ctx.annotations)
+    for unit in policies.language.units:
+        lines += [f"  {name:<19} {value}" for name, value in unit.rows(policy.of(unit), view)]
     return "\n".join(lines) + "\n"
-
-
-def _fields(policy: ResolvedPolicy, ctx: PolicyContext) -> list[tuple[str, str]]:
-    retry = policy.retry
-    idempotent = policy.is_idempotent(ctx.annotations)
-    why = "policy" if policy.idempotent is not None else "trusted annotations"
-    if policy.idempotent is None and not policy.trust_annotations:
-        why = "annotations not trusted"
-    rows = [
-        ("access", policy.access),
-        ("timeout_s", "server default" if policy.timeout_s is None else f"{policy.timeout_s:g}"),
-        ("idempotent", f"{_toml(idempotent)} ({why})"),
-        ("trust_annotations", _toml(policy.trust_annotations)),
-        (
-            "retry",
-            f"max_attempts={retry.max_attempts} base_delay_s={retry.base_delay_s:g} "
-            f"max_delay_s={retry.max_delay_s:g} max_retry_after_s={retry.max_retry_after_s:g} "
-            f"budget_ratio={retry.budget_ratio:g}" + ("" if idempotent else " (not used: not idempotent)"),
-        ),
-        ("validate_arguments", _toml(policy.validate_arguments)),
-        ("output_validation", policy.output_validation),
-        ("max_result_bytes", "no cap" if policy.max_result_bytes is None else str(policy.max_result_bytes)),
-        ("pinning", policy.pinning),
-        ("reminder_every", str(policy.reminder_every)),
-    ]
-    for name, constraint in policy.argument_constraints.items():
-        shown = " ".join(
-            f"{key}={_json(value)}"
-            for key in ArgumentConstraint.__slots__
-            if (value := getattr(constraint, key)) is not None
-        )
-        rows.append((f"arguments.{name}", shown))
-    for ref in policy.references:
-        lookup = ", ".join(f"{k} = {v}" for k, v in ref.source.items())
-        search = f", else search with {ref.search_tool}" if ref.search_tool else ""
-        rows.append(
-            ("reference", f"{ref.argument} must exist: {ref.tool} {{{lookup}}} (ttl_s={ref.ttl_s:g}{search})")
-        )
-    rows += _guard_rows(policy, ctx)
-    rows += [(f"hints.{code}", _json(text)) for code, text in policy.hints.items()]
-    rows += [("error_pattern", f"{p.code} <- {p.pattern.pattern!r}") for p in policy.error_patterns]
-    rows += [("reminder", _json(text)) for text in policy.reminders]
-    return rows
-
-
-def _guard_rows(policy: ResolvedPolicy, ctx: PolicyContext) -> list[tuple[str, str]]:
-    """Breaker, rate limits, concurrency and loop detection, as ``key=value`` lists."""
-    breaker = policy.breaker
-    if breaker.enabled:
-        keyed = (
-            f"per tool ({ctx.server!r}, {ctx.tool!r})" if breaker.per_tool else f"per server {ctx.server!r}"
-        )
-        fallback = "" if breaker.fallback == "none" else f" fallback={breaker.fallback}"
-        if breaker.fallback == "tool":
-            fallback += f" fallback_tool={breaker.fallback_tool}"
-        skip = {"enabled", "per_tool", "fallback", "fallback_tool"}
-        shown = f"on, {keyed}: {_settings(breaker, skip)}{fallback}"
-    else:
-        shown = "off"
-    rows = [("breaker", shown)]
-    if not policy.rate_limits:
-        rows.append(("rate_limits", "none"))
-    for limit in policy.rate_limits:
-        rows.append((f"rate_limits.{limit.name}", _settings(limit, {"name"})))
-    rows.append(("rate_limit_on_store_error", policy.rate_limit_on_store_error))
-    pool = policy.concurrency
-    shown = "no limit" if pool is None else f"{_settings(pool)} (for all of server {ctx.server!r})"
-    rows.append(("concurrency", shown))
-    loops = policy.loops
-    quiet = {"enabled"} if loops.polling_min_interval_s is not None else {"enabled", "polling_min_interval_s"}
-    rows.append(("loops", _settings(loops, quiet) if loops.enabled else "off"))
-    rows.append(("approval", _approval_row(policy.approval)))
-    return rows
-
-
-def _approval_row(approval: ApprovalRequirement | None) -> str:
-    if approval is None:
-        return "not required"
-    parts = [f"rule={approval.rule}"]
-    if approval.when_source:
-        parts.append(f"when `{approval.when_source}`")
-    if approval.destructive_only:
-        parts.append("destructive_only (trusted annotations)")
-    parts.append(f"timeout_s={approval.timeout_s:g}")
-    parts.append(
-        f"mode={approval.mode}" + (f" fallback={approval.fallback}" if approval.mode == "elicit" else "")
-    )
-    parts.append(
-        "approvers=" + (",".join(approval.approvers) if approval.approvers else "any admin or the client")
-    )
-    if approval.redact:
-        parts.append("redact=" + ",".join(approval.redact))
-    return " ".join(parts)
-
-
-def _settings(settings: Any, skip: set[str] | None = None) -> str:
-    """``key=value`` for each field of a core dataclass, as an operator would write it."""
-    return " ".join(
-        f"{name}={_plain(getattr(settings, name))}" for name in settings.__slots__ if name not in (skip or ())
-    )
-
-
-def _plain(value: Any) -> str:
-    if isinstance(value, bool):
-        return _toml(value)
-    if value is None:
-        return "none"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, tuple):
-        return ",".join(map(str, value))
-    return str(value)
-
-
-def _toml(value: bool) -> str:
-    return "true" if value else "false"
-
-
-def _json(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # TOML's `5000` read as a bound is 5000.0; show what was written
-    text = json.dumps(value, ensure_ascii=False, default=repr)
-    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _arg_keys(whens: Sequence[Expression]) -> frozenset[str] | None:

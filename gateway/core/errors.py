@@ -17,6 +17,9 @@ Plane = Literal["tool", "protocol"]
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 
+UPSTREAM = "upstream"
+"""The ``guard`` of an error no guard raised: the upstream failed (or said it failed)."""
+
 
 class GatewayError(Exception):
     code: ClassVar[str] = "internal_error"
@@ -34,6 +37,7 @@ class GatewayError(Exception):
         hint: str | None = None,
         retry_after_s: float | None = None,
         details: Mapping[str, Any] | None = None,
+        guard: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -42,16 +46,27 @@ class GatewayError(Exception):
         self.details: dict[str, Any] = dict(details or {})
         self.extra_content: list[dict[str, Any]] = []
         """Content blocks rendered after the error's own (e.g. reminders)."""
+        self.guard = guard
+        """Who raised it: a guard's name (set by the chain as the error leaves that guard), or
+        ``UPSTREAM`` when it reports the upstream's failure. ``None``: not raised inside a chain."""
+
+    @property
+    def refused_by(self) -> str | None:
+        """The guard that refused the call, or None when it is the upstream's failure."""
+        return None if self.guard in (None, UPSTREAM) else self.guard
 
     def payload(self, *, server: str | None, tool: str | None, request_id: str | None) -> dict[str, Any]:
         """The one error shape agents see, on either plane."""
+        details = self.details
+        if self.refused_by is not None:
+            details = {**details, "guard": self.refused_by}
         return {
             "code": self.code,
             "message": self.message,
             "retryable": self.retryable,
             "retry_after_s": self.retry_after_s,
             "hint": self.hint,
-            "details": self.details,
+            "details": details,
             "server": server,
             "tool": tool,
             "request_id": request_id,
@@ -59,7 +74,9 @@ class GatewayError(Exception):
 
 
 class InternalError(GatewayError):
-    pass
+    @property
+    def refused_by(self) -> str | None:
+        return None  # a bug, not a refusal: the log has where it happened
 
 
 class UnknownTool(GatewayError):
@@ -111,6 +128,19 @@ class RateLimited(GatewayError):
     code = "rate_limited"
     retryable = True
     default_hint = "Wait retry_after_s seconds before calling again; the gateway is limiting this client."
+
+
+class StateUnavailable(GatewayError):
+    """A guard could not read or write the gateway's state store (Redis down, SQLite locked) and its
+    policy fails closed. Not the tool's fault and not a limit the agent reached."""
+
+    code = "state_unavailable"
+    retryable = True
+    default_hint = (
+        "The gateway could not check this call because its state store is unreachable; the call did "
+        "not run. Wait retry_after_s seconds and call again. Do not report the tool as broken and do "
+        "not invent a result."
+    )
 
 
 class LoopDetected(GatewayError):
@@ -235,6 +265,7 @@ ALL_ERRORS: tuple[type[GatewayError], ...] = (
     NotFound,
     Conflict,
     RateLimited,
+    StateUnavailable,
     LoopDetected,
     CallBudgetExceeded,
     ApprovalRequired,

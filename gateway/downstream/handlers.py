@@ -41,7 +41,8 @@ Visibility = Callable[[Caller], list[Mapping[str, Any]]]
 
 
 class Pipeline:
-    """The current chain. Swapped whole when the policy reloads; requests read it once."""
+    """The chain every ``tools/call`` runs through (``gateway.pipeline.build_pipeline``), built once
+    at start: guards read the policy in force per call, so a reload never rebuilds it."""
 
     def __init__(self, chain: CallNext) -> None:
         self.run = chain

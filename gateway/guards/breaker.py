@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any, Literal, Self
 
 import anyio
+from pydantic import model_validator
 
-from gateway.core import Caller, CallNext, Clock, GatewayError, ToolCall, ToolResult
+from gateway.config.models import Loc, Seconds, problems_error
+from gateway.config.policy_models import Multiplier, PositiveInt, Rate, ToolName
+from gateway.config.units import ExplainView, Key, PolicyTable, Rows, Unit, fields_text, merged
+from gateway.core import CallNext, Clock, GatewayError, ToolCall, ToolResult
 from gateway.core.errors import CircuitOpen
-from gateway.core.policy import BreakerSettings, ResolvedPolicy
+from gateway.core.policy import ResolvedPolicy, StoreFailure
 from gateway.guards import breaker_state as machine
-from gateway.guards.breaker_state import Admission, Outcome, Report, State, Ticket
+from gateway.guards.breaker_fallback import ResultCache, mark_cached, with_meta
+from gateway.guards.breaker_state import Admission, BreakerSettings, Outcome, Report, State, Ticket
+from gateway.guards.outage import store_down_error
+from gateway.guards.stage import GuardDeps, LookupRunner, Stage
+from gateway.guards.timeout import TIMEOUT
+from gateway.guards.traits import TRAITS
 from gateway.state.base import StateStore, StoreUnavailable
 
 log = logging.getLogger("interlock.guards.breaker")
@@ -46,12 +54,82 @@ OnState = Callable[[str, str, str], None]
 _in_fallback: ContextVar[bool] = ContextVar("interlock_breaker_fallback", default=False)
 
 
-class FallbackRunner(Protocol):
-    """Runs another exposed tool through the gateway's own pipeline, as ``caller``."""
+class BreakerTable(PolicyTable):
+    """Circuit breaker settings; a rule's table overrides only the keys it sets."""
 
-    async def __call__(
-        self, exposed_name: str, arguments: Mapping[str, Any], caller: Caller
-    ) -> ToolResult: ...
+    enabled: bool | None = None
+    per_tool: bool | None = None
+    """Key the breaker on (server, tool) instead of the server alone."""
+    window_size: PositiveInt | None = None
+    """Outcomes kept in the sliding window (count based)."""
+    minimum_calls: PositiveInt | None = None
+    """No decision on rates before this many outcomes are in the window."""
+    failure_rate: Rate | None = None
+    slow_call_rate: Rate | None = None
+    slow_call_s: Seconds | None = None
+    half_open_calls: PositiveInt | None = None
+    break_s: Seconds | None = None
+    max_break_s: Seconds | None = None
+    break_multiplier: Multiplier | None = None
+    on_store_error: StoreFailure | None = None
+    fallback: Literal["none", "cached", "tool"] | None = None
+    fallback_tool: ToolName | None = None
+    """Exposed name of the tool called instead while the circuit is open (``fallback = "tool"``)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        problems: list[tuple[Loc, str]] = []
+        window, minimum = self.window_size, self.minimum_calls
+        if window is not None and minimum is not None and minimum > window:
+            problems.append((("minimum_calls",), f"must be <= window_size ({window})"))
+        first, longest = self.break_s, self.max_break_s
+        if first is not None and longest is not None and longest < first:
+            problems.append((("max_break_s",), f"must be >= break_s ({first:g})"))
+        if self.fallback == "tool" and self.fallback_tool is None:
+            problems.append(
+                (("fallback_tool",), 'required with fallback = "tool" (the tool to call instead)')
+            )
+        if self.fallback_tool is not None and self.fallback not in (None, "tool"):
+            problems.append(
+                (("fallback_tool",), f'is used only with fallback = "tool", not {self.fallback!r}')
+            )
+        if problems:
+            raise problems_error(problems)
+        return self
+
+
+def _settings(values: Mapping[str, Any]) -> BreakerSettings:
+    settings = replace(BreakerSettings(), **values["breaker"])
+    # Each table is checked on its own at load; merged tables may still cross (a rule's
+    # window_size = 5 under [defaults]' minimum_calls = 10). The window never holds more than
+    # window_size outcomes, and a first break cannot exceed the longest.
+    if settings.minimum_calls > settings.window_size:
+        settings = replace(settings, minimum_calls=settings.window_size)
+    if settings.break_s > settings.max_break_s:
+        settings = replace(settings, break_s=settings.max_break_s)
+    return settings
+
+
+def _rows(breaker: BreakerSettings, view: ExplainView) -> Rows:
+    if not breaker.enabled:
+        return [("breaker", "off")]
+    keyed = (
+        f"per tool ({view.server!r}, {view.tool!r})" if breaker.per_tool else f"per server {view.server!r}"
+    )
+    fallback = "" if breaker.fallback == "none" else f" fallback={breaker.fallback}"
+    if breaker.fallback == "tool":
+        fallback += f" fallback_tool={breaker.fallback_tool}"
+    skip = ("enabled", "per_tool", "fallback", "fallback_tool")
+    return [("breaker", f"on, {keyed}: {fields_text(breaker, skip)}{fallback}")]
+
+
+BREAKER: Unit[BreakerSettings] = Unit(
+    name="breaker",
+    default=BreakerSettings(),
+    keys={"breaker": Key(BreakerTable, "Circuit breaker per upstream (merged key by key).", combine=merged)},
+    build=_settings,
+    rows=_rows,
+)
 
 
 def classify(outcome: ToolResult | BaseException) -> Outcome:
@@ -65,7 +143,7 @@ def classify(outcome: ToolResult | BaseException) -> Outcome:
 
 def permit_lease_s(policy: ResolvedPolicy) -> float:
     """How long a half-open trial may stay silent before its permit is handed to someone else."""
-    return max(2.0 * policy.breaker.slow_call_s, policy.timeout_s or 0.0)
+    return max(2.0 * policy.of(BREAKER).slow_call_s, policy.of(TIMEOUT).timeout_s or 0.0)
 
 
 class CircuitBreaker:
@@ -96,7 +174,7 @@ class CircuitBreaker:
     Keys on: ``breaker:{server}``, or ``breaker:{server}:{tool}`` with ``breaker.per_tool``. Two store
     updates per call (one before, one after). When the store fails, ``breaker.on_store_error`` says
     whether calls go on unprotected (``open``, logged once a minute) or are refused with
-    ``circuit_open`` and ``details.reason = "state_store_unavailable"`` (``closed``).
+    ``state_unavailable`` (``closed``).
 
     Position: retry → breaker → timeout → classify → upstream. Below retry, so each attempt counts and
     an open circuit stops the retries at once; above timeout and classify, so a timeout counts as one
@@ -110,7 +188,7 @@ class CircuitBreaker:
         *,
         rng: random.Random | None = None,
         on_state: OnState | None = None,
-        fallback_runner: FallbackRunner | None = None,
+        fallback_runner: LookupRunner | None = None,
         cache_entries: int = CACHE_ENTRIES,
     ) -> None:
         self.store = store
@@ -118,12 +196,12 @@ class CircuitBreaker:
         self.rng = rng or random.Random()
         self.on_state = on_state
         self.fallback_runner = fallback_runner
-        self._cache = _ResultCache(cache_entries)
+        self._cache = ResultCache(cache_entries)
         self._seen: dict[str, str] = {}
         self._store_logged_at: float | None = None
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> ToolResult:
-        settings = call.policy.breaker
+        settings = call.policy.of(BREAKER)
         if not settings.enabled:
             return await call_next(call)
         key, label = breaker_key(call)
@@ -166,14 +244,7 @@ class CircuitBreaker:
             self._log_store(key, exc)
             if settings.on_store_error == "open":
                 return None
-            raise CircuitOpen(
-                f"the gateway cannot reach its state store to check the circuit for {_who(call, label)}",
-                hint=(
-                    "The gateway cannot check this service's health right now. Try again in a few "
-                    "seconds or use another tool; do not invent a result."
-                ),
-                details={"reason": "state_store_unavailable", "breaker": key},
-            ) from exc
+            raise store_down_error(f"the circuit for {_who(call, label)}", exc, {"breaker": key}) from exc
         self._observe(call.server, label, key, admission.entered, admission.state)
         return admission
 
@@ -212,7 +283,7 @@ class CircuitBreaker:
         # The caller is being cancelled: shield the hand-back, but bound it.
         with anyio.move_on_after(RELEASE_TIMEOUT_S, shield=True):
             try:
-                report: Report = await self.store.update(key, updater, ttl_s=_ttl(call.policy.breaker))
+                report: Report = await self.store.update(key, updater, ttl_s=_ttl(call.policy.of(BREAKER)))
             except StoreUnavailable as exc:
                 self._log_store(key, exc)
                 return
@@ -232,7 +303,7 @@ class CircuitBreaker:
             if cached is None:
                 raise error
             result, stored_at = cached
-            return _mark_cached(result, self.clock.monotonic() - stored_at)
+            return mark_cached(result, self.clock.monotonic() - stored_at)
         if settings.fallback == "tool":
             return await self._fallback_tool(call, settings, error)
         raise error
@@ -252,7 +323,7 @@ class CircuitBreaker:
             raise error from exc
         finally:
             _in_fallback.reset(token)
-        marked = _with_meta(result.raw, {"kind": "tool", "tool": name})
+        marked = with_meta(result.raw, {"kind": "tool", "tool": name})
         return ToolResult(marked, result.notes).noted("fallback_tool")
 
     def _observe(self, server: str, label: str, key: str, entered: tuple[State, ...], state: State) -> None:
@@ -274,64 +345,14 @@ class CircuitBreaker:
 
 def breaker_key(call: ToolCall) -> tuple[str, str]:
     """(store key, tool label for the metric)."""
-    if call.policy.breaker.per_tool:
+    if call.policy.of(BREAKER).per_tool:
         return f"breaker:{call.server}:{call.tool}", call.tool
     return f"breaker:{call.server}", SERVER_WIDE
 
 
-class _ResultCache:
-    """Last good results by (server, tool, canonical arguments), bounded LRU, in this process only.
-
-    Each replica keeps its own: a replica that never served the call has nothing to fall back on.
-    """
-
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[tuple[str, str, str], tuple[ToolResult, float]] = OrderedDict()
-
-    def put(self, call: ToolCall, result: ToolResult, now: float) -> None:
-        if result.input_required or self.max_entries <= 0:
-            return
-        key = _cache_key(call)
-        self._entries[key] = (result, now)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def get(self, call: ToolCall) -> tuple[ToolResult, float] | None:
-        key = _cache_key(call)
-        found = self._entries.get(key)
-        if found is not None:
-            self._entries.move_to_end(key)
-        return found
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-def _cache_key(call: ToolCall) -> tuple[str, str, str]:
-    arguments = json.dumps(call.arguments, sort_keys=True, separators=(",", ":"), default=str)
-    return call.server, call.tool, arguments
-
-
 def _read_only(call: ToolCall) -> bool:
     """Only a tool that changes nothing may be answered from an old result."""
-    if call.policy.idempotent is True:
-        return True
-    return call.policy.trust_annotations and call.annotations.get("readOnlyHint") is True
-
-
-def _mark_cached(result: ToolResult, age_s: float) -> ToolResult:
-    age = max(0, round(age_s))
-    raw = _with_meta(result.raw, {"kind": "cached", "age_s": age})
-    note = {"type": "text", "text": f"Served from cache {age} s old: the service is unavailable."}
-    raw["content"] = [*result.content, note]
-    return ToolResult(raw, result.notes).noted("fallback_cached")
-
-
-def _with_meta(raw: Mapping[str, Any], marker: dict[str, Any]) -> dict[str, Any]:
-    meta = raw.get("_meta")
-    return {**raw, "_meta": {**(meta if isinstance(meta, Mapping) else {}), "interlock/fallback": marker}}
+    return call.policy.of(TRAITS).is_read_only(call.annotations)
 
 
 def _who(call: ToolCall, label: str) -> str:
@@ -340,3 +361,12 @@ def _who(call: ToolCall, label: str) -> str:
 
 def _ttl(settings: BreakerSettings) -> float:
     return max(DOC_TTL_S, 2.0 * settings.max_break_s)
+
+
+def _build(deps: GuardDeps) -> CircuitBreaker:
+    return CircuitBreaker(
+        deps.store, deps.clock, on_state=deps.events.circuit_state, fallback_runner=deps.lookup
+    )
+
+
+STAGE = Stage("breaker", _build, BREAKER)

@@ -27,13 +27,41 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
 
-from gateway.core.policy import BreakerSettings
+from gateway.core.policy import StoreFailure
 
 State = Literal["closed", "open", "half_open"]
 Doc = dict[str, Any]
 
 JITTER = 0.1
 """Breaks are jittered by ±10 % so breakers that opened together do not probe together."""
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """A circuit breaker with the semantics of the mature ones (sliding window, rates, trials)."""
+
+    enabled: bool = True
+    per_tool: bool = False
+    """Key the breaker on (server, tool) instead of the server alone."""
+    window_size: int = 20
+    """Outcomes kept in the sliding window (count based)."""
+    minimum_calls: int = 10
+    """No decision on rates before this many outcomes are in the window."""
+    failure_rate: float = 0.5
+    """Open when failures / calls in the window reach this."""
+    slow_call_rate: float = 1.0
+    """Open when slow calls / calls reach this (1.0 disables it in practice)."""
+    slow_call_s: float = 10.0
+    half_open_calls: int = 3
+    """Exactly this many trial calls in half-open; the others fail fast."""
+    break_s: float = 10.0
+    """The first open period; it grows while the upstream keeps failing."""
+    max_break_s: float = 300.0
+    break_multiplier: float = 2.0
+    on_store_error: StoreFailure = "open"
+    fallback: Literal["none", "cached", "tool"] = "none"
+    """While open: serve the last good result (read-only tools only), or call ``fallback_tool``."""
+    fallback_tool: str | None = None
 
 
 class Outcome(Enum):

@@ -13,9 +13,16 @@ import email.utils
 import logging
 import re
 from dataclasses import dataclass
+from typing import Self
 
+from pydantic import model_validator
+
+from gateway.config.models import problems_error
+from gateway.config.policy_models import NonEmpty, code_type, regex_problem
+from gateway.config.units import ExplainView, Key, PolicyTable, Rows, Unit, appended
 from gateway.core import CallNext, Clock, SystemClock, ToolCall, ToolResult
 from gateway.core import errors as e
+from gateway.guards.stage import GuardDeps, Stage
 
 log = logging.getLogger("interlock.guards.classify")
 
@@ -52,6 +59,60 @@ _STATUS_CODES: dict[int, type[e.GatewayError]] = {
     504: e.UpstreamUnavailable,
 }
 """Statuses the classifier names; any other 5xx is ``upstream_error``, any other 4xx is left alone."""
+
+
+PATTERN_CODES: tuple[str, ...] = tuple(
+    error.code for error in e.ALL_ERRORS if error.plane == "tool" and error.code != "internal_error"
+)
+"""Codes an upstream ``isError`` text can be classified as: tool-plane codes, except the
+gateway's own ``internal_error`` (an upstream's failure is never the gateway's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorPattern:
+    """Classifies an upstream ``isError`` result by its text."""
+
+    code: str
+    pattern: re.Pattern[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifySettings:
+    patterns: tuple[ErrorPattern, ...] = ()
+    """The policy's ``error_patterns``, tried before the built-in ones."""
+
+
+class ErrorPatternTable(PolicyTable):
+    """An extra classifier of upstream ``isError`` results: text matching ``pattern`` gets ``code``."""
+
+    code: code_type(PATTERN_CODES)  # type: ignore[valid-type]
+    pattern: NonEmpty
+
+    @model_validator(mode="after")
+    def _compiles(self) -> Self:
+        if problem := regex_problem(self.pattern):
+            raise problems_error([(("pattern",), problem)])
+        return self
+
+
+def _rows(settings: ClassifySettings, view: ExplainView) -> Rows:
+    return [("error_pattern", f"{p.code} <- {p.pattern.pattern!r}") for p in settings.patterns]
+
+
+CLASSIFY: Unit[ClassifySettings] = Unit(
+    name="classify",
+    default=ClassifySettings(),
+    keys={
+        "error_patterns": Key(
+            list[ErrorPatternTable],
+            "Classify upstream isError texts by regular expression (every matching rule's patterns).",
+            combine=appended,
+            convert=lambda tables, rule: tuple(ErrorPattern(t.code, re.compile(t.pattern)) for t in tables),
+        )
+    },
+    build=lambda values: ClassifySettings(values["error_patterns"]),
+    rows=_rows,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +215,7 @@ def _unit_seconds(unit: str | None) -> float:
 
 def _match(call: ToolCall, text: str) -> tuple[type[e.GatewayError], str, int | None] | None:
     """The error class, the name of the pattern that matched, and the HTTP status if one was read."""
-    for index, custom in enumerate(call.policy.error_patterns):
+    for index, custom in enumerate(call.policy.of(CLASSIFY).patterns):
         if custom.pattern.search(text):
             cls = e.BY_CODE.get(custom.code)
             if cls is None or cls.plane != "tool":  # the loader validates; never fail a call over it
@@ -183,7 +244,7 @@ class Classify:
     Unmatched ``isError`` results pass through unchanged (the tool's own words); results that are not
     errors are never read.
 
-    Keys on: the text blocks of the result; the call's ``policy.error_patterns`` are tried first, then
+    Keys on: the text blocks of the result; the policy's ``error_patterns`` are tried first, then
     HTTP statuses written in the text, then the built-in phrases (see docs/errors.md).
 
     Position: innermost, right above the upstream, so every outer guard (timeout, circuit breaker,
@@ -222,4 +283,12 @@ class Classify:
                 "again; do not guess values."
             )
         message = f"{call.server} tool {call.tool!r} failed ({cls.code}): {quoted}"
-        return cls(message, hint=hint, retry_after_s=retry_after, details=details)
+        # The upstream's own words, typed: the upstream failed, no guard refused.
+        return cls(message, hint=hint, retry_after_s=retry_after, details=details, guard=e.UPSTREAM)
+
+
+def _build(deps: GuardDeps) -> Classify:
+    return Classify(deps.clock)
+
+
+STAGE = Stage("classify", _build, CLASSIFY)

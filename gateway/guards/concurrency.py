@@ -4,19 +4,64 @@ from __future__ import annotations
 
 import logging
 import random
+from dataclasses import dataclass
 
 import anyio
 
+from gateway.config.policy_models import PositiveInt, Wait
+from gateway.config.units import ExplainView, Key, PolicyTable, Rows, Unit, fields_text
 from gateway.core import CallNext, Clock, ToolCall, ToolResult
-from gateway.core.errors import RateLimited
-from gateway.core.policy import ConcurrencyLimit
-from gateway.guards.ratelimit import OnLimited, StoreDownLog, store_down_error
+from gateway.core.errors import RateLimited, StateUnavailable
+from gateway.guards.outage import StoreDownLog, store_down_error
+from gateway.guards.ratelimit import RATE_LIMITS
+from gateway.guards.stage import GuardDeps, Stage
+from gateway.guards.timeout import TIMEOUT
 from gateway.state.base import StateStore, StoreUnavailable
 
 log = logging.getLogger("interlock.guards.concurrency")
 
 BUSY_RETRY_AFTER_S = 1.0
 """The ``retry_after_s`` hint on a refusal: slots free as calls finish, which no one can predict."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyLimit:
+    max_in_flight: int
+    max_queue_wait_s: float = 5.0
+
+
+class ConcurrencyTable(PolicyTable):
+    """Calls in flight at once per upstream server; always replaced whole by a later rule."""
+
+    max_in_flight: PositiveInt
+    max_queue_wait_s: Wait | None = None
+    """How long a call may wait for a slot before it is refused; default 5, 0 refuses at once."""
+
+
+def _limit(table: ConcurrencyTable, rule: str | None) -> ConcurrencyLimit:
+    if table.max_queue_wait_s is None:
+        return ConcurrencyLimit(table.max_in_flight)
+    return ConcurrencyLimit(table.max_in_flight, table.max_queue_wait_s)
+
+
+def _rows(limit: ConcurrencyLimit | None, view: ExplainView) -> Rows:
+    shown = "no limit" if limit is None else f"{fields_text(limit)} (for all of server {view.server!r})"
+    return [("concurrency", shown)]
+
+
+CONCURRENCY: Unit[ConcurrencyLimit | None] = Unit(
+    name="concurrency",
+    default=None,
+    keys={
+        "concurrency": Key(
+            ConcurrencyTable,
+            "Calls in flight at once per upstream server, whichever tool the rule matches (replaced whole).",
+            convert=_limit,
+        )
+    },
+    build=lambda values: values["concurrency"],
+    rows=_rows,
+)
 
 
 class Concurrency:
@@ -28,10 +73,11 @@ class Concurrency:
     to ``backoff_max_s``, each delay between half and all of that, never past the wait's end), on the
     injected clock. The slot is released when the call ends, however it ends (shielded from
     cancellation); a lease (``lease_s``, longer than any call may run) frees the slots of a gateway
-    that died holding them. When the store is unavailable ``policy.rate_limit_on_store_error``
-    decides: ``open`` lets the call through unlimited (logged once a minute), ``closed`` refuses.
+    that died holding them. When the store is unavailable ``rate_limit_on_store_error`` decides:
+    ``open`` lets the call through unlimited (logged once a minute), ``closed`` refuses with
+    ``state_unavailable``.
 
-    Keys on: ``policy.concurrency`` and the upstream server: ``conc:{server}``, the holder being the
+    Keys on: the policy's ``concurrency`` and the upstream server: ``conc:{server}``, the holder being the
     call's ``request_id``. Shared by every replica when the store is Redis.
 
     Position: innermost of the admission guards, right above the upstream (below retry, so each
@@ -47,7 +93,6 @@ class Concurrency:
         backoff_base_s: float = 0.01,
         backoff_max_s: float = 0.25,
         rng: random.Random | None = None,
-        on_limited: OnLimited | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -55,17 +100,16 @@ class Concurrency:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.rng = rng or random.Random()
-        self.on_limited = on_limited
         self._store_down = StoreDownLog(clock)
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> ToolResult:
-        limit = call.policy.concurrency
+        limit = call.policy.of(CONCURRENCY)
         if limit is None:
             return await call_next(call)
         key = f"conc:{call.server}"
         try:
             holding = await self._wait_for_slot(key, limit, call)
-        except RateLimited:
+        except (RateLimited, StateUnavailable):
             raise  # refused: the store granted nothing
         except BaseException:
             # Cancelled while asking: the store may have granted a slot that no one would use.
@@ -88,10 +132,9 @@ class Concurrency:
                     key, limit=limit.max_in_flight, lease_s=lease, holder=call.request_id
                 )
             except StoreUnavailable as exc:
-                if call.policy.rate_limit_on_store_error == "open":
+                if call.policy.of(RATE_LIMITS).on_store_error == "open":
                     self._store_down.warn(f"concurrency limit of {call.server}", exc)
                     return False
-                self._limited(call)
                 raise store_down_error(
                     f"concurrency limit of {call.server}", exc, {"max_in_flight": limit.max_in_flight}
                 ) from exc
@@ -99,7 +142,6 @@ class Concurrency:
                 return True
             remaining = deadline - self.clock.monotonic()
             if remaining <= 0:
-                self._limited(call)
                 raise RateLimited(
                     f"{call.server} already has {limit.max_in_flight} calls in flight and none finished "
                     f"within {limit.max_queue_wait_s:g}s",
@@ -119,7 +161,7 @@ class Concurrency:
 
     def _lease_s(self, call: ToolCall) -> float:
         # A lease must outlive the call, or a slow call's slot would be handed to another.
-        timeout = call.policy.timeout_s
+        timeout = call.policy.of(TIMEOUT).timeout_s
         return self.lease_s if timeout is None else max(self.lease_s, 2 * timeout)
 
     async def _release(self, key: str, holder: str) -> None:
@@ -130,6 +172,9 @@ class Concurrency:
             except StoreUnavailable as exc:
                 log.warning("could not release %s for %s (the lease will free it): %s", key, holder, exc)
 
-    def _limited(self, call: ToolCall) -> None:
-        if self.on_limited is not None:
-            self.on_limited(call.server, call.exposed_name)
+
+def _build(deps: GuardDeps) -> Concurrency:
+    return Concurrency(deps.store, deps.clock)
+
+
+STAGE = Stage("concurrency", _build, CONCURRENCY)

@@ -14,9 +14,8 @@ or ``in``, done in C, and the slower scans run only once a pattern is plausible.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from gateway.core.policy import LoopSettings
 from gateway.guards.loop_history import (
     DOC_VERSION,
     FAILED,
@@ -32,6 +31,9 @@ from gateway.guards.loop_history import (
     result_fingerprint,
     retry_wait,
 )
+
+if TYPE_CHECKING:
+    from gateway.guards.loops import LoopSettings
 
 __all__ = [
     "BUDGET_KINDS",

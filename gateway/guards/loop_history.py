@@ -11,11 +11,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.core.policy import LoopSettings
+if TYPE_CHECKING:
+    from gateway.guards.loops import LoopSettings
 
 HISTORY_SIZE = 24
 """Entries kept per session: every default threshold with room for other calls in between (more when

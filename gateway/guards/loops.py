@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
+from gateway.config.models import Seconds
+from gateway.config.policy_models import PositiveInt
+from gateway.config.units import ExplainView, Key, PolicyTable, Rows, Unit, fields_text, merged
 from gateway.core import CallNext, Clock, ToolCall, ToolResult
 from gateway.core.errors import CallBudgetExceeded, GatewayError, LoopDetected, RateLimited
-from gateway.core.policy import LoopSettings
+from gateway.core.policy import StoreFailure
 from gateway.guards.loop_detectors import Evidence, budget_evidence, loop_evidence, polling_wait
 from gateway.guards.loop_history import (
     History,
@@ -23,10 +26,72 @@ from gateway.guards.loop_history import (
     result_fingerprint,
     retry_wait,
 )
-from gateway.guards.ratelimit import OnLimited, StoreDownLog, ceil_ms, store_down_error
+from gateway.guards.outage import StoreDownLog, ceil_ms, store_down_error
+from gateway.guards.stage import GuardDeps, Stage
 from gateway.state.base import StateStore, StoreUnavailable
 
 log = logging.getLogger("interlock.guards.loops")
+
+
+@dataclass(frozen=True, slots=True)
+class LoopSettings:
+    enabled: bool = True
+    action: Literal["warn", "block", "approve"] = "block"
+    """``approve``: a detected loop needs a human's approval to go on (the rule's ``approval``
+    settings, or the defaults, say how to ask)."""
+    window_s: float = 600.0
+    max_identical_calls: int = 10
+    """The same call (tool + canonical arguments) this many times in the window is a loop."""
+    max_identical_results: int = 5
+    """The same call getting the same result this many times in a row is stuck polling."""
+    max_failing_retries: int = 3
+    """The same failing call retried unchanged this many times."""
+    max_cycle_repeats: int = 3
+    """A cycle (A-B-A-B, A-B-C-A-B-C) repeated this many times."""
+    max_calls_per_session: int | None = 500
+    max_calls_per_tool_per_session: int | None = 200
+    polling_min_interval_s: float | None = None
+    """Declares the tool a polling tool: calls sooner than this get rate_limited with the exact wait."""
+    on_store_error: StoreFailure = "open"
+
+
+class LoopsTable(PolicyTable):
+    """Loop detection settings; a rule's table overrides only the keys it sets."""
+
+    enabled: bool | None = None
+    action: Literal["warn", "block", "approve"] | None = None
+    window_s: Seconds | None = None
+    max_identical_calls: PositiveInt | None = None
+    max_identical_results: PositiveInt | None = None
+    max_failing_retries: PositiveInt | None = None
+    max_cycle_repeats: PositiveInt | None = None
+    max_calls_per_session: PositiveInt | None = None
+    max_calls_per_tool_per_session: PositiveInt | None = None
+    polling_min_interval_s: Seconds | None = None
+    """Declares the tool a polling tool: calls sooner than this get rate_limited with the wait."""
+    on_store_error: StoreFailure | None = None
+
+
+def _rows(loops: LoopSettings, view: ExplainView) -> Rows:
+    if not loops.enabled:
+        return [("loops", "off")]
+    quiet = (
+        ("enabled",) if loops.polling_min_interval_s is not None else ("enabled", "polling_min_interval_s")
+    )
+    return [("loops", fields_text(loops, quiet))]
+
+
+def _settings(values: Mapping[str, Any]) -> LoopSettings:
+    return replace(LoopSettings(), **values["loops"])
+
+
+LOOPS: Unit[LoopSettings] = Unit(
+    name="loops",
+    default=LoopSettings(),
+    keys={"loops": Key(LoopsTable, "Loop detection per session (merged key by key).", combine=merged)},
+    build=_settings,
+    rows=_rows,
+)
 
 OnDetected = Callable[[str], None]
 """Called with the evidence's kind on every detection, warned or blocked: the metric
@@ -177,7 +242,8 @@ class LoopDetection:
     result is not folded into the next call's round trip because that call may land on another
     replica, and concurrent calls of a session would lose results. Refused calls cost one round trip
     and are not recorded. When the store is unavailable, ``loops.on_store_error`` decides: ``open``
-    lets the call through unjudged (logged once a minute), ``closed`` refuses with ``rate_limited``.
+    lets the call through unjudged (logged once a minute), ``closed`` refuses with
+    ``state_unavailable``.
 
     Position: after access (a forbidden call is not a loop to count), before rate limits (a loop is
     refused as a loop rather than slowly throttled) and before argument validation (repeated invalid
@@ -190,16 +256,14 @@ class LoopDetection:
         clock: Clock,
         *,
         on_detected: OnDetected | None = None,
-        on_limited: OnLimited | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.on_detected = on_detected
-        self.on_limited = on_limited
         self._store_down = StoreDownLog(clock)
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> ToolResult:
-        settings = call.policy.loops
+        settings = call.policy.of(LOOPS)
         source = call.caller.session_source
         if not settings.enabled or source == "client":  # "client": maybe many agents, none to judge
             return await call_next(call)
@@ -215,7 +279,7 @@ class LoopDetection:
             if settings.on_store_error == "open":
                 self._store_down.warn("loop detection", exc)
                 return await call_next(call)
-            raise store_down_error("loop detection", exc, {"guard": "loops"}) from exc
+            raise store_down_error("loop detection", exc) from exc
         if isinstance(verdict, _TooSoon):
             raise self._too_soon(call, settings, verdict)
         if isinstance(verdict, _Refused):
@@ -289,8 +353,6 @@ class LoopDetection:
             self._store_down.warn("loop detection (result not recorded)", exc)
 
     def _too_soon(self, call: ToolCall, settings: LoopSettings, verdict: _TooSoon) -> RateLimited:
-        if self.on_limited is not None:
-            self.on_limited(call.server, call.exposed_name)
         wait_s = verdict.wait_s
         if verdict.after is not None:
             return RateLimited(
@@ -318,3 +380,10 @@ class LoopDetection:
     def _detected(self, evidence: Evidence) -> None:
         if self.on_detected is not None:
             self.on_detected(evidence.kind)
+
+
+def _build(deps: GuardDeps) -> LoopDetection:
+    return LoopDetection(deps.store, deps.clock, on_detected=deps.events.loop_detected)
+
+
+STAGE = Stage("loops", _build, LOOPS)

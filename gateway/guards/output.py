@@ -6,11 +6,16 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from gateway.config.policy_models import PositiveInt
+from gateway.config.units import ExplainView, Key, Rows, Unit
 from gateway.core import CallNext, Clock, SystemClock, ToolCall, ToolResult
 from gateway.core.errors import InvalidOutput
-from gateway.guards.validation import MAX_VIOLATIONS, SchemaCache
+from gateway.core.policy import Mode
+from gateway.guards.stage import GuardDeps, Stage
+from gateway.guards.validation import MAX_VIOLATIONS, SchemaCache, shared_schemas
 from gateway.guards.violations import violations_from
 
 log = logging.getLogger("interlock.guards.output")
@@ -26,6 +31,44 @@ _MISSING_STRUCTURED = {
     "keyword": "outputSchema",
     "expected": "structuredContent matching the tool's outputSchema",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSettings:
+    mode: Mode = "warn"
+
+
+@dataclass(frozen=True, slots=True)
+class SizeCap:
+    max_result_bytes: int | None = None
+
+
+def _output_rows(settings: OutputSettings, view: ExplainView) -> Rows:
+    return [("output_validation", settings.mode)]
+
+
+def _cap_rows(settings: SizeCap, view: ExplainView) -> Rows:
+    cap = settings.max_result_bytes
+    return [("max_result_bytes", "no cap" if cap is None else str(cap))]
+
+
+OUTPUT: Unit[OutputSettings] = Unit(
+    name="output_validation",
+    default=OutputSettings(),
+    keys={
+        "output_validation": Key(
+            Mode, "structuredContent against the tool's outputSchema: off, warn (log, count) or block."
+        )
+    },
+    build=lambda values: OutputSettings(values["output_validation"]),
+    rows=_output_rows,
+)
+SIZE_CAP: Unit[SizeCap] = Unit(
+    name="result_size_cap",
+    default=SizeCap(),
+    keys={"max_result_bytes": Key(PositiveInt, "Cut results larger than this (serialized JSON, bytes).")},
+    rows=_cap_rows,
+)
 
 
 class OutputValidation:
@@ -59,7 +102,7 @@ class OutputValidation:
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> ToolResult:
         result = await call_next(call)
-        mode = call.policy.output_validation
+        mode = call.policy.of(OUTPUT).mode
         schema = call.output_schema
         if mode == "off" or schema is None or result.is_error or result.input_required:
             return result
@@ -114,7 +157,7 @@ class ResultSizeCap:
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> ToolResult:
         result = await call_next(call)
-        limit = call.policy.max_result_bytes
+        limit = call.policy.of(SIZE_CAP).max_result_bytes
         if limit is None or result.input_required:
             return result
         if result.is_error:
@@ -125,6 +168,18 @@ class ResultSizeCap:
         if size <= limit:
             return result
         return ToolResult(truncate(result.raw, size, limit), result.notes).noted("result_truncated")
+
+
+def _build_output(deps: GuardDeps) -> OutputValidation:
+    return OutputValidation(shared_schemas(deps), deps.clock)
+
+
+def _build_cap(deps: GuardDeps) -> ResultSizeCap:
+    return ResultSizeCap()
+
+
+OUTPUT_STAGE = Stage("output_validation", _build_output, OUTPUT)
+SIZE_CAP_STAGE = Stage("result_size_cap", _build_cap, SIZE_CAP)
 
 
 def json_size(value: Any) -> int:

@@ -12,13 +12,37 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from gateway.config.units import ExplainView, Key, Rows, Unit
 from gateway.core import CallNext, ToolCall, ToolResult
 from gateway.core.clock import Clock
 from gateway.core.errors import Forbidden
 from gateway.core.policy import Mode
+from gateway.guards.stage import GuardDeps, Stage
 from gateway.state.pins import Pin, PinStore
 
 log = logging.getLogger("interlock.pins")
+
+
+@dataclass(frozen=True, slots=True)
+class PinningSettings:
+    mode: Mode = "warn"
+
+
+def _rows(settings: PinningSettings, view: ExplainView) -> Rows:
+    return [("pinning", settings.mode)]
+
+
+PINNING: Unit[PinningSettings] = Unit(
+    name="pinning",
+    default=PinningSettings(),
+    keys={
+        "pinning": Key(
+            Mode, "A tool whose definition changed upstream: off, warn (log, count) or block until accepted."
+        )
+    },
+    build=lambda values: PinningSettings(values["pinning"]),
+    rows=_rows,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +131,11 @@ class PinGuard:
     description) should run for it.
     """
 
-    def __init__(self, book: PinBook) -> None:
+    def __init__(self, book: PinBook | None) -> None:
         self.book = book
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> ToolResult:
-        if call.exposed_name in self.book.blocked:
+        if self.book is not None and call.exposed_name in self.book.blocked:
             raise Forbidden(
                 f"{call.exposed_name} changed upstream since it was approved and is blocked",
                 hint=(
@@ -121,3 +145,10 @@ class PinGuard:
                 details={"reason": "tool_definition_changed"},
             )
         return await call_next(call)
+
+
+def _build(deps: GuardDeps) -> PinGuard:
+    return PinGuard(deps.pins)
+
+
+STAGE = Stage("pinning", _build, PINNING)

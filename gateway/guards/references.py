@@ -8,11 +8,16 @@ import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
-from gateway.core import Caller, CallNext, Clock, GatewayError, ToolCall, ToolResult
+from gateway.config.policy_models import Cel, NonEmpty, Seconds, ToolName, cel
+from gateway.config.units import ExplainView, Key, PolicyTable, Rows, Unit, appended
+from gateway.core import CallNext, Clock, GatewayError, ToolCall, ToolResult
 from gateway.core.errors import InvalidArguments, NotFound
-from gateway.core.policy import ReferenceCheck
+from gateway.core.policy import Evaluator
+from gateway.guards.stage import GuardDeps, LookupRunner, Stage
 from gateway.guards.violations import given_value
 
 log = logging.getLogger("interlock.guards.references")
@@ -29,12 +34,82 @@ NOT_FOUND_TEXT = re.compile(
 _depth: ContextVar[int] = ContextVar("interlock_reference_depth", default=0)
 
 
-class LookupRunner(Protocol):
-    """Runs a lookup tool through the gateway's own pipeline, as ``caller``."""
+@dataclass(frozen=True, slots=True)
+class ReferenceCheck:
+    """An argument that must exist according to a lookup tool, e.g. an id before a write."""
 
-    async def __call__(
-        self, exposed_name: str, arguments: Mapping[str, Any], caller: Caller
-    ) -> ToolResult: ...
+    argument: str
+    """Name of the checked argument (top level)."""
+    tool: str
+    """Exposed name of the lookup tool, e.g. ``crm__get_customer``."""
+    arguments: Mapping[str, Evaluator]
+    """Lookup arguments: name -> compiled CEL expression over the call (``args``, ``client``, ...)."""
+    source: Mapping[str, str] = field(default_factory=dict)
+    """The expressions as written, for ``policy explain`` and error details."""
+    search_tool: str | None = None
+    """Named in the hint when the reference does not exist."""
+    ttl_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceSettings:
+    checks: tuple[ReferenceCheck, ...] = ()
+
+
+class ReferenceTable(PolicyTable):
+    """An argument that must exist according to a lookup tool, called before the call itself."""
+
+    argument: NonEmpty
+    tool: ToolName
+    """Exposed name of the lookup tool, e.g. ``crm__get_customer``."""
+    arguments: dict[NonEmpty, Cel] | None = None
+    """Lookup arguments as CEL expressions; default ``{ <argument> = "args.<argument>" }``."""
+    search_tool: ToolName | None = None
+    ttl_s: Seconds = 300
+
+
+def _check(ref: ReferenceTable, rule: str | None = None) -> ReferenceCheck:
+    if ref.arguments is None:
+        # The usual case, an argument looked up under its own name, needs no `arguments` table.
+        source = f"args[{json.dumps(ref.argument)}]"
+        arguments: dict[str, Any] = {ref.argument: cel(source)}
+    else:
+        arguments = dict(ref.arguments)
+    return ReferenceCheck(
+        argument=ref.argument,
+        tool=ref.tool,
+        arguments=MappingProxyType(arguments),
+        source=MappingProxyType({name: expression.source for name, expression in arguments.items()}),
+        search_tool=ref.search_tool,
+        ttl_s=ref.ttl_s,
+    )
+
+
+def _rows(settings: ReferenceSettings, view: ExplainView) -> Rows:
+    rows = []
+    for ref in settings.checks:
+        lookup = ", ".join(f"{k} = {v}" for k, v in ref.source.items())
+        search = f", else search with {ref.search_tool}" if ref.search_tool else ""
+        rows.append(
+            ("reference", f"{ref.argument} must exist: {ref.tool} {{{lookup}}} (ttl_s={ref.ttl_s:g}{search})")
+        )
+    return rows
+
+
+REFERENCES: Unit[ReferenceSettings] = Unit(
+    name="references",
+    default=ReferenceSettings(),
+    keys={
+        "references": Key(
+            list[ReferenceTable],
+            "Arguments that must exist according to a lookup tool (every matching rule's checks).",
+            combine=appended,
+            convert=lambda refs, rule: tuple(_check(ref) for ref in refs),
+        )
+    },
+    build=lambda values: ReferenceSettings(values["references"]),
+    rows=_rows,
+)
 
 
 class ReferenceChecks:
@@ -67,7 +142,7 @@ class ReferenceChecks:
         self.lookups = 0
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> ToolResult:
-        checks = call.policy.references
+        checks = call.policy.of(REFERENCES).checks
         if not checks:
             return await call_next(call)
         missing = []
@@ -180,3 +255,10 @@ def _refusal(call: ToolCall, missing: list[ReferenceCheck]) -> InvalidArguments:
         hint="; ".join(hints) + "; do not invent identifiers.",
         details={"violations": violations},
     )
+
+
+def _build(deps: GuardDeps) -> ReferenceChecks:
+    return ReferenceChecks(deps.lookup, deps.clock)
+
+
+STAGE = Stage("references", _build, REFERENCES)

@@ -10,11 +10,56 @@ rewriting, so refusals from every later guard carry the reminder too.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
+from gateway.config.policy_models import NonEmpty, PositiveInt
+from gateway.config.units import ExplainView, Key, Rows, Unit, appended_once, json_text
 from gateway.core import CallNext, ToolCall, ToolResult
 from gateway.core.errors import GatewayError
+from gateway.guards.stage import GuardDeps, Stage
 
 _MAX_SESSIONS = 50_000  # bounded memory: the oldest sessions' counters are forgotten first
+
+
+@dataclass(frozen=True, slots=True)
+class ReminderSettings:
+    texts: tuple[str, ...] = ()
+    """Every matching rule's reminder, each once, in rule order."""
+    every: int = 1
+    """Re-inject on every Nth matching call of a session (1 = every call)."""
+
+
+def _build_settings(values: Mapping[str, Any]) -> ReminderSettings:
+    settings = ReminderSettings()
+    texts = values.get("reminder")
+    every = values.get("reminder_every")
+    return ReminderSettings(
+        texts=texts if isinstance(texts, tuple) else settings.texts,
+        every=every if isinstance(every, int) else settings.every,
+    )
+
+
+def _rows(settings: ReminderSettings, view: ExplainView) -> Rows:
+    rows = [("reminder_every", str(settings.every))]
+    return rows + [("reminder", json_text(text)) for text in settings.texts]
+
+
+REMINDERS: Unit[ReminderSettings] = Unit(
+    name="reminders",
+    default=ReminderSettings(),
+    keys={
+        "reminder": Key(
+            NonEmpty,
+            "A constraint re-injected next to matching results (every matching rule's, each once).",
+            combine=appended_once,
+        ),
+        "reminder_every": Key(PositiveInt, "Re-inject on every Nth matching call of a session."),
+    },
+    build=_build_settings,
+    rows=_rows,
+)
 
 
 class Reminders:
@@ -22,10 +67,11 @@ class Reminders:
         self._counts: OrderedDict[tuple[str, tuple[str, ...]], int] = OrderedDict()
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> ToolResult:
-        reminders = call.policy.reminders
+        settings = call.policy.of(REMINDERS)
+        reminders = settings.texts
         if not reminders:
             return await call_next(call)
-        due = self._due(call.caller.session_key, reminders, max(1, call.policy.reminder_every))
+        due = self._due(call.caller.session_key, reminders, max(1, settings.every))
         try:
             result = await call_next(call)
         except GatewayError as err:
@@ -49,3 +95,10 @@ class Reminders:
 
 def _blocks(reminders: tuple[str, ...]) -> list[dict[str, str]]:
     return [{"type": "text", "text": f"Reminder: {text}"} for text in reminders]
+
+
+def _build(deps: GuardDeps) -> Reminders:
+    return Reminders()
+
+
+STAGE = Stage("reminders", _build, REMINDERS)

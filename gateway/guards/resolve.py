@@ -6,11 +6,8 @@ every guard after it reads one ``ResolvedPolicy`` instead of evaluating rules it
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from gateway.core import CallNext, ResolvedPolicy, ToolCall, ToolResult
-
-Resolver = Callable[[ToolCall], ResolvedPolicy]
+from gateway.core import CallNext, ToolCall, ToolResult
+from gateway.guards.stage import GuardDeps, Resolver, Stage
 
 
 class Resolve:
@@ -19,3 +16,10 @@ class Resolve:
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> ToolResult:
         return await call_next(call.with_changes(policy=self.resolver(call)))
+
+
+def _build(deps: GuardDeps) -> Resolve:
+    return Resolve(deps.resolver)
+
+
+STAGE = Stage("resolve", _build)

@@ -4,14 +4,72 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, Protocol, Self
 
+from pydantic import Field, model_validator
+
+from gateway.config.models import NOT_BOOL_FLOAT, NOT_BOOL_INT, Seconds, problems_error
+from gateway.config.units import ExplainView, Key, PolicyTable, Rows, Unit, merged
 from gateway.core import CallNext, Clock, ToolCall, ToolResult
 from gateway.core.errors import GatewayError, UpstreamRateLimited, UpstreamTimeout, UpstreamUnavailable
-from gateway.core.policy import RetrySettings
+from gateway.guards.stage import GuardDeps, Stage
+from gateway.guards.traits import TRAITS
 
 log = logging.getLogger("interlock.guards.retry")
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    max_attempts: int = 3
+    """Attempts in all, the first included; 1 disables retries."""
+    base_delay_s: float = 0.2
+    max_delay_s: float = 5.0
+    max_retry_after_s: float = 30.0
+    """An upstream's Retry-After is honoured up to this; longer waits are the agent's to take."""
+    budget_ratio: float = 0.2
+    """Retries per upstream may add at most this fraction of its recent calls (plus a small floor)."""
+
+
+class RetryTable(PolicyTable):
+    """Retry settings; a rule's table overrides only the keys it sets."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=20), NOT_BOOL_INT] | None = None
+    base_delay_s: Seconds | None = None
+    max_delay_s: Seconds | None = None
+    max_retry_after_s: Annotated[float, Field(ge=0, allow_inf_nan=False), NOT_BOOL_FLOAT] | None = None
+    budget_ratio: Annotated[float, Field(ge=0, le=1), NOT_BOOL_FLOAT] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        base, ceiling = self.base_delay_s, self.max_delay_s
+        if base is not None and ceiling is not None and ceiling < base:
+            raise problems_error([(("max_delay_s",), f"must be >= base_delay_s ({self.base_delay_s:g})")])
+        return self
+
+
+def _settings(values: Mapping[str, Any]) -> RetrySettings:
+    return replace(RetrySettings(), **values["retry"])
+
+
+def _rows(settings: RetrySettings, view: ExplainView) -> Rows:
+    idempotent = view.policy.of(TRAITS).is_idempotent(view.annotations)
+    shown = (
+        f"max_attempts={settings.max_attempts} base_delay_s={settings.base_delay_s:g} "
+        f"max_delay_s={settings.max_delay_s:g} max_retry_after_s={settings.max_retry_after_s:g} "
+        f"budget_ratio={settings.budget_ratio:g}"
+    )
+    return [("retry", shown + ("" if idempotent else " (not used: not idempotent)"))]
+
+
+RETRY: Unit[RetrySettings] = Unit(
+    name="retry",
+    default=RetrySettings(),
+    keys={"retry": Key(RetryTable, "Retries of idempotent tools (merged key by key).", combine=merged)},
+    build=_settings,
+    rows=_rows,
+)
 
 RETRIED: tuple[type[GatewayError], ...] = (UpstreamRateLimited, UpstreamUnavailable, UpstreamTimeout)
 """Failures of the upstream that may pass by themselves. ``rate_limited`` is the gateway's own limit
@@ -88,7 +146,7 @@ class Retry:
     (``details.retry_budget_exhausted``). Never retries refusals, ``outcome_unknown``, results, or
     any call the policy does not mark idempotent.
 
-    Keys on: ``policy.is_idempotent(call.annotations)``, ``policy.retry``, the error's class and
+    Keys on: whether the tool is idempotent (``traits``), the ``retry`` settings, the error's class and
     ``retry_after_s``, and the upstream server (for the budget: every first attempt, idempotent or
     not, deposits ``retry.budget_ratio``, because every call is load on that server).
 
@@ -103,10 +161,12 @@ class Retry:
         self.rng = rng or random.Random()
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> ToolResult:
+        settings = call.policy.of(RETRY)
         if call.attempt == 1:
-            self.budget.deposit(call.server, call.policy.retry.budget_ratio)
-        settings = call.policy.retry
-        if settings.max_attempts <= call.attempt or not call.policy.is_idempotent(call.annotations):
+            self.budget.deposit(call.server, settings.budget_ratio)
+        if settings.max_attempts <= call.attempt or not call.policy.of(TRAITS).is_idempotent(
+            call.annotations
+        ):
             return await call_next(call)
         attempt = call
         while True:
@@ -151,3 +211,10 @@ class Retry:
             exc.details["retry_budget_exhausted"] = True
             return None
         return delay
+
+
+def _build(deps: GuardDeps) -> Retry:
+    return Retry(deps.clock, deps.budget or MemoryRetryBudget(deps.clock))
+
+
+STAGE = Stage("retry", _build, RETRY)

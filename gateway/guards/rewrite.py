@@ -3,21 +3,55 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import anyio
 from mcp.shared.exceptions import MCPError
 
+from gateway.config.policy_models import NonEmpty, code_type
+from gateway.config.units import ExplainView, Key, Rows, Unit, frozen_map, json_text, merged
 from gateway.core import CallNext, ToolCall, ToolResult
-from gateway.core.errors import GatewayError, InternalError
+from gateway.core.errors import ALL_ERRORS, GatewayError, InternalError
+from gateway.guards.stage import GuardDeps, Stage
 
 log = logging.getLogger("interlock.guards.rewrite")
+
+HintCode = code_type(tuple(error.code for error in ALL_ERRORS))
+"""Codes a hint can be given for: the gateway's closed set."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hints:
+    hints: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Hint overrides by error code."""
+
+
+def _rows(settings: Hints, view: ExplainView) -> Rows:
+    return [(f"hints.{code}", json_text(text)) for code, text in settings.hints.items()]
+
+
+HINTS: Unit[Hints] = Unit(
+    name="rewrite",
+    default=Hints(),
+    keys={
+        "hints": Key(
+            dict[HintCode, NonEmpty],  # type: ignore[valid-type]
+            "The hint an agent reads, by error code (merged code by code across rules).",
+            combine=merged,
+        )
+    },
+    build=lambda values: Hints(frozen_map(values["hints"])),
+    rows=_rows,
+)
 
 
 class Rewrite:
     """Gives every error leaving the chain its final form.
 
-    Changes: a ``GatewayError`` gets the policy's hint override for its code
-    (``call.policy.hints``); its code, message, ``retry_after_s`` and details are kept. Any other
+    Changes: a ``GatewayError`` gets the policy's hint override for its code (policy key
+    ``hints``); its code, message, ``retry_after_s`` and details are kept. Any other
     exception is a bug: it is logged with its traceback and becomes ``internal_error`` whose message
     and ``details.correlation_id`` carry ``call.request_id`` and nothing of the traceback.
     Passes through untouched: results (including unclassified ``isError`` results, which are the
@@ -57,7 +91,7 @@ class Rewrite:
 
     @staticmethod
     def _apply_hint(call: ToolCall, err: GatewayError) -> None:
-        override = call.policy.hints.get(err.code)
+        override = call.policy.of(HINTS).hints.get(err.code)
         if override is not None:
             err.hint = override
 
@@ -73,3 +107,10 @@ def _only_leaf(exc: BaseException) -> BaseException | None:
             return None
         exc = exc.exceptions[0]
     return exc
+
+
+def _build(deps: GuardDeps) -> Rewrite:
+    return Rewrite()
+
+
+STAGE = Stage("rewrite", _build, HINTS)

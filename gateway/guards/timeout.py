@@ -3,29 +3,52 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
+from gateway.config.models import Seconds
+from gateway.config.units import ExplainView, Key, Rows, Unit
 from gateway.core import CallNext, Clock, ToolCall, ToolResult
 from gateway.core.errors import OutcomeUnknown, UpstreamTimeout
+from gateway.guards.stage import GuardDeps, Stage
+from gateway.guards.traits import TRAITS
 
 TimeLimit = Callable[[float], anyio.CancelScope]
 """Makes the cancel scope that bounds an attempt (``anyio.move_on_after`` in production; tests
 inject a scope that is already cancelled, so no test waits for real time)."""
 
 
+@dataclass(frozen=True, slots=True)
+class TimeoutSettings:
+    timeout_s: float | None = None
+    """None: the server's own ``timeout_s`` from servers.toml."""
+
+
+def _rows(settings: TimeoutSettings, view: ExplainView) -> Rows:
+    return [("timeout_s", "server default" if settings.timeout_s is None else f"{settings.timeout_s:g}")]
+
+
+TIMEOUT: Unit[TimeoutSettings] = Unit(
+    name="timeout",
+    default=TimeoutSettings(),
+    keys={"timeout_s": Key(Seconds, "Time limit of one attempt (default: the server's timeout_s).")},
+    rows=_rows,
+)
+
+
 class Timeout:
     """Bounds each attempt by the policy's ``timeout_s`` and says what a timeout means.
 
-    Changes: when ``policy.timeout_s`` is set, the attempt runs under that limit and the call passed
+    Changes: when the policy's ``timeout_s`` is set, the attempt runs under that limit and the call passed
     on carries ``deadline`` (the earlier of now + ``timeout_s`` and any deadline already set), which
     the upstream layer uses for its own request timeout. Refuses: when the limit passes, or the layers
     below report ``upstream_timeout``, an idempotent tool (per policy) gets ``upstream_timeout``
     (retryable) and any other tool gets ``outcome_unknown`` (not retryable: the call may have taken
     effect, so the agent must check state before trying again, and Retry never repeats it).
 
-    Keys on: ``policy.timeout_s`` and ``policy.is_idempotent(call.annotations)``.
+    Keys on: ``timeout_s`` and whether the tool is idempotent (``traits``).
 
     Position: below retry and the circuit breaker, so each attempt gets its own limit and a timeout
     counts as one upstream failure; above classify, so a tool's own "timed out" text gets the same
@@ -37,7 +60,7 @@ class Timeout:
         self.time_limit = time_limit
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> ToolResult:
-        limit = call.policy.timeout_s
+        limit = call.policy.of(TIMEOUT).timeout_s
         if limit is None:
             return await self._attempt(call, call_next, None)
         now = self.clock.monotonic()
@@ -51,7 +74,7 @@ class Timeout:
         return await self._attempt(call.with_changes(deadline=deadline), call_next, deadline - now)
 
     async def _attempt(self, call: ToolCall, call_next: CallNext, seconds: float | None) -> ToolResult:
-        idempotent = call.policy.is_idempotent(call.annotations)
+        idempotent = call.policy.of(TRAITS).is_idempotent(call.annotations)
         try:
             if seconds is None:
                 return await call_next(call)
@@ -62,7 +85,7 @@ class Timeout:
                 raise
             raise _unknown(exc.message, exc.details) from exc
         # Only our own scope lands here; a cancellation from outside propagates through it.
-        details = {"timeout_s": call.policy.timeout_s, "limit_s": round(seconds, 3)}
+        details = {"timeout_s": call.policy.of(TIMEOUT).timeout_s, "limit_s": round(seconds, 3)}
         message = f"{call.server} tool {call.tool!r} did not answer within {seconds:g}s"
         if idempotent:
             raise UpstreamTimeout(message, details=details)
@@ -74,3 +97,10 @@ def _unknown(message: str, details: Mapping[str, Any]) -> OutcomeUnknown:
         f"{message}; it may or may not have taken effect",
         details={**details, "idempotent": False},
     )
+
+
+def _build(deps: GuardDeps) -> Timeout:
+    return Timeout(deps.clock)
+
+
+STAGE = Stage("timeout", _build, TIMEOUT)

@@ -22,19 +22,24 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, Self
 
 from jsonschema import validators  # type: ignore[import-untyped]
 from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
 from jsonschema_specifications import REGISTRY as _BUNDLED  # type: ignore[import-untyped]  # metaschemas
+from pydantic import Field, model_validator
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
 
+from gateway.config.models import Loc, problems_error
+from gateway.config.policy_models import NonEmpty, NonNegativeInt, Number, regex_problem
+from gateway.config.units import ExplainView, Key, PolicyTable, Rows, Unit, json_text, merged_deep
 from gateway.core import CallNext, ToolCall, ToolResult
 from gateway.core.errors import InvalidArguments
-from gateway.core.policy import ArgumentConstraint
+from gateway.guards.stage import GuardDeps, Stage
 from gateway.guards.violations import bounded_pattern, fix_hint, safe_regex, violations_from
 
 log = logging.getLogger("interlock.guards.validation")
@@ -53,6 +58,90 @@ _DIALECTS = (
     validators.Draft201909Validator,
     validators.Draft202012Validator,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ArgumentConstraint:
+    """Operator constraints on one argument, checked on top of the upstream's inputSchema."""
+
+    pattern: str | None = None
+    enum: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationSettings:
+    enabled: bool = True
+    """``validate_arguments``: check the upstream's inputSchema (the operator's constraints always)."""
+    constraints: Mapping[str, ArgumentConstraint] = field(default_factory=lambda: MappingProxyType({}))
+
+
+class ArgumentTable(PolicyTable):
+    """Operator constraints on one argument, checked on top of the tool's inputSchema."""
+
+    pattern: NonEmpty | None = None
+    """A Python regular expression the (string) value must match (``re.search``; anchor it)."""
+    enum: Annotated[list[str | int | float | bool], Field(min_length=1)] | None = None
+    minimum: Number | None = None
+    maximum: Number | None = None
+    min_length: NonNegativeInt | None = None
+    max_length: NonNegativeInt | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        problems: list[tuple[Loc, str]] = []
+        if self.pattern is not None and (problem := regex_problem(self.pattern)):
+            problems.append((("pattern",), problem))
+        if self.minimum is not None and self.maximum is not None and self.maximum < self.minimum:
+            problems.append((("maximum",), f"must be >= minimum ({self.minimum:g})"))
+        shortest, longest = self.min_length, self.max_length
+        if shortest is not None and longest is not None and longest < shortest:
+            problems.append((("max_length",), f"must be >= min_length ({self.min_length})"))
+        if problems:
+            raise problems_error(problems)
+        return self
+
+
+def _settings(values: Mapping[str, Any]) -> ValidationSettings:
+    constraints = {name: ArgumentConstraint(**keys) for name, keys in values.get("arguments", {}).items()}
+    return ValidationSettings(values.get("validate_arguments", True), MappingProxyType(constraints))
+
+
+def _rows(settings: ValidationSettings, view: ExplainView) -> Rows:
+    rows = [("validate_arguments", "true" if settings.enabled else "false")]
+    for name, constraint in settings.constraints.items():
+        shown = " ".join(
+            f"{key}={json_text(value)}"
+            for key in ArgumentConstraint.__slots__
+            if (value := getattr(constraint, key)) is not None
+        )
+        rows.append((f"arguments.{name}", shown))
+    return rows
+
+
+VALIDATION: Unit[ValidationSettings] = Unit(
+    name="argument_validation",
+    default=ValidationSettings(),
+    keys={
+        "validate_arguments": Key(bool, "Check arguments against the tool's inputSchema."),
+        "arguments": Key(
+            dict[NonEmpty, ArgumentTable],
+            "Operator constraints per argument (merged argument by argument, key by key).",
+            combine=merged_deep,
+        ),
+    },
+    build=_settings,
+    rows=_rows,
+)
+
+
+def shared_schemas(deps: GuardDeps) -> SchemaCache:
+    """One compiled-validator cache for arguments and outputs."""
+    cache: SchemaCache = deps.shared.setdefault("schemas", SchemaCache())
+    return cache
 
 
 def _refuse_retrieval(uri: str) -> Resource[Any]:
@@ -287,9 +376,9 @@ class ArgumentValidation:
         self._max_violations = max_violations
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> ToolResult:
-        policy = call.policy
-        schema = call.input_schema if policy.validate_arguments else None
-        constraints = policy.argument_constraints
+        settings = call.policy.of(VALIDATION)
+        schema = call.input_schema if settings.enabled else None
+        constraints = settings.constraints
         if schema is None and not constraints:
             return await call_next(call)
         kind: Kind = "input" if schema is not None else "constraints"
@@ -313,3 +402,10 @@ class ArgumentValidation:
             hint=fix_hint(violations),
             details={"violations": violations},
         )
+
+
+def _build(deps: GuardDeps) -> ArgumentValidation:
+    return ArgumentValidation(shared_schemas(deps))
+
+
+STAGE = Stage("argument_validation", _build, VALIDATION)

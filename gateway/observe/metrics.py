@@ -68,8 +68,15 @@ class Metrics:
         )
         self.rate_limited = Counter(
             "interlock_rate_limited",
-            "Calls refused by a rate limit, a concurrency limit or a polling interval.",
-            ["server", "tool"],
+            "Calls refused with rate_limited, by the guard that refused: rate_limits, concurrency "
+            "or loops (a polling interval).",
+            ["server", "tool", "guard"],
+            registry=self.registry,
+        )
+        self.guard_refusals = Counter(
+            "interlock_guard_refusals",
+            "Calls a guard refused, by guard (see docs/architecture.md for the names) and error code.",
+            ["server", "tool", "guard", "code"],
             registry=self.registry,
         )
         self.loops_detected = Counter(

@@ -9,15 +9,16 @@ import pytest
 
 from gateway.approvals import ApprovalService, StateSigner
 from gateway.approvals.gate import ApprovalGate
+from gateway.approvals.requirement import ApprovalRequirement
 from gateway.approvals.rounds import INPUT_KEY, PREFIX, Rounds
 from gateway.config import ApprovalSettings, compile_expression
-from gateway.core import Caller, ResolvedPolicy, ToolCall, ToolResult, build_chain
+from gateway.core import Caller, ToolCall, ToolResult, build_chain
 from gateway.core import errors as e
 from gateway.core.clock import ManualClock
-from gateway.core.policy import ApprovalRequirement
+from gateway.guards.traits import Traits
 from gateway.state import MemoryStateStore
 from gateway.state.base import StateStore, StoreUnavailable
-from tests.calls import Recorder, tool_call
+from tests.calls import Recorder, policy_of, tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -41,7 +42,7 @@ def _gate(store: StateStore, clock: ManualClock) -> tuple[ApprovalGate, Approval
 def _call(
     req: ApprovalRequirement | None, *, trust: bool = False, modern: bool = False, **kw: Any
 ) -> ToolCall:
-    policy = ResolvedPolicy(approval=req, trust_annotations=trust)
+    policy = policy_of(approval=req, traits=Traits(trust_annotations=trust))
     caller = Caller(
         principal="agent",
         session_key="s1",
@@ -162,12 +163,10 @@ class DownStore(MemoryStateStore):
 async def test_a_gated_call_never_runs_while_the_records_are_unreachable(clock: ManualClock) -> None:
     gate, _ = _gate(DownStore(clock), clock)
     upstream = Recorder()
-    error = await _refused(gate, _call(ApprovalRequirement(rule="r")), upstream)
-    assert (error.code, error.details["reason"], error.details["guard"]) == (
-        "rate_limited",
-        "state_store_unavailable",
-        "approval",
-    )
+    with pytest.raises(e.GatewayError) as refused:
+        await build_chain([gate], upstream, names=["approval"])(_call(ApprovalRequirement(rule="r")))
+    error = refused.value
+    assert (error.code, error.retryable, error.refused_by) == ("state_unavailable", True, "approval")
     assert upstream.calls == []
     await build_chain([gate], upstream)(_call(None))  # calls no rule gates are not affected
     assert len(upstream.calls) == 1

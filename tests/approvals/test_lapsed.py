@@ -9,14 +9,14 @@ import pytest
 
 from gateway.approvals import ApprovalService
 from gateway.approvals.gate import ApprovalGate
+from gateway.approvals.requirement import ApprovalRequirement
 from gateway.approvals.rounds import Rounds
 from gateway.config import ApprovalSettings
-from gateway.core import Caller, ResolvedPolicy, ToolCall, build_chain
+from gateway.core import Caller, ToolCall, build_chain
 from gateway.core import errors as e
 from gateway.core.clock import ManualClock
-from gateway.core.policy import ApprovalRequirement
 from gateway.state.base import StateStore
-from tests.calls import Recorder, tool_call
+from tests.calls import Recorder, policy_of, tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -41,7 +41,7 @@ def _call(req: ApprovalRequirement, *, modern: bool = False, **kw: Any) -> ToolC
         protocol_version="2026-07-28" if modern else "2025-11-25",
         capabilities={"elicitation": {}} if modern else {},
     )
-    call = tool_call("crm", "refund", {"amount": 250}, policy=ResolvedPolicy(approval=req), **kw)
+    call = tool_call("crm", "refund", {"amount": 250}, policy=policy_of(approval=req), **kw)
     return call.with_changes(caller=caller)
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, load_policies
+from gateway.config import ConfigError
+from gateway.pipeline import load_policies
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "policies.md"
 TEXT = DOC.read_text(encoding="utf-8")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.config import ExplainStep, explain_text, load_policies
+from gateway.config import ExplainStep, explain_text
+from gateway.pipeline import load_policies
 
 from .test_policy_loader import ctx, load, shipped
 

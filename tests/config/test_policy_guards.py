@@ -9,15 +9,16 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
-from gateway.config import explain_text, load_policies
-from gateway.config.schema import policy_schema
-from gateway.core.policy import (
-    DEFAULT_POLICY,
-    BreakerSettings,
-    ConcurrencyLimit,
-    LoopSettings,
-    RateLimit,
-)
+from gateway.approvals.requirement import APPROVAL
+from gateway.config import explain_text
+from gateway.core.policy import DEFAULT_POLICY
+from gateway.guards.breaker import BREAKER
+from gateway.guards.breaker_state import BreakerSettings
+from gateway.guards.concurrency import CONCURRENCY, ConcurrencyLimit
+from gateway.guards.loops import LOOPS, LoopSettings
+from gateway.guards.ratelimit import RATE_LIMITS, RateLimit
+from gateway.pipeline import load_policies
+from gateway.pipeline.schema import policy_schema
 
 from .test_policy_loader import DEFAULT_TOML, ctx, errors, folder, load, shipped
 
@@ -65,7 +66,7 @@ on_store_error = "closed"
 
 def test_every_key_loads_into_the_core_dataclasses(tmp_path: Path) -> None:
     policy = load(tmp_path, a=EVERY_KEY).resolve(ctx())
-    assert policy.breaker == BreakerSettings(
+    assert policy.of(BREAKER) == BreakerSettings(
         enabled=True,
         per_tool=True,
         window_size=30,
@@ -81,13 +82,13 @@ def test_every_key_loads_into_the_core_dataclasses(tmp_path: Path) -> None:
         fallback="tool",
         fallback_tool="crm__search_customers",
     )
-    assert policy.rate_limits == (
+    assert policy.of(RATE_LIMITS).limits == (
         RateLimit(name="per-client", limit=5, period_s=1, burst=5, key=("client",)),
         RateLimit(name="hourly", limit=1000, period_s=3600, burst=1, key=("client", "tool")),
     )
-    assert policy.rate_limit_on_store_error == "closed"
-    assert policy.concurrency == ConcurrencyLimit(max_in_flight=16, max_queue_wait_s=5)
-    assert policy.loops == LoopSettings(
+    assert policy.of(RATE_LIMITS).on_store_error == "closed"
+    assert policy.of(CONCURRENCY) == ConcurrencyLimit(max_in_flight=16, max_queue_wait_s=5)
+    assert policy.of(LOOPS) == LoopSettings(
         enabled=True,
         action="warn",
         window_s=300,
@@ -112,56 +113,66 @@ def test_the_same_keys_in_a_rule_as_inline_tables(tmp_path: Path) -> None:
         "loops = { action = 'warn', polling_min_interval_s = 5 }\n"
     )
     policy = load(tmp_path, a=text).resolve(ctx())
-    assert policy.breaker == BreakerSettings(enabled=False, fallback="cached")
-    assert policy.rate_limits == (RateLimit(name="x", limit=2, period_s=60),)  # burst 1, per client
-    assert policy.rate_limit_on_store_error == "closed"
-    assert policy.concurrency == ConcurrencyLimit(max_in_flight=3)  # max_queue_wait_s 5
-    assert policy.loops == LoopSettings(action="warn", polling_min_interval_s=5)
+    assert policy.of(BREAKER) == BreakerSettings(enabled=False, fallback="cached")
+    assert policy.of(RATE_LIMITS).limits == (
+        RateLimit(name="x", limit=2, period_s=60),
+    )  # burst 1, per client
+    assert policy.of(RATE_LIMITS).on_store_error == "closed"
+    assert policy.of(CONCURRENCY) == ConcurrencyLimit(max_in_flight=3)  # max_queue_wait_s 5
+    assert policy.of(LOOPS) == LoopSettings(action="warn", polling_min_interval_s=5)
 
 
 def test_unset_keys_keep_the_core_defaults(tmp_path: Path) -> None:
     policy = load(tmp_path, a="[defaults]\ntimeout_s = 3\n").resolve(ctx())
-    assert policy.breaker == DEFAULT_POLICY.breaker == BreakerSettings()
-    assert policy.loops == LoopSettings()
-    assert policy.rate_limits == ()
-    assert policy.rate_limit_on_store_error == "open"
-    assert policy.concurrency is None
+    assert policy.of(BREAKER) == DEFAULT_POLICY.of(BREAKER) == BreakerSettings()
+    assert policy.of(LOOPS) == LoopSettings()
+    assert policy.of(RATE_LIMITS).limits == ()
+    assert policy.of(RATE_LIMITS).on_store_error == "open"
+    assert policy.of(CONCURRENCY) is None
 
 
 def test_default_toml_turns_the_new_guards_on(tmp_path: Path) -> None:
     path = folder(tmp_path)
     shutil.copy(DEFAULT_TOML, path / "default.toml")
     policy = load_policies(path).resolve(ctx())
-    assert policy.breaker.enabled and not policy.breaker.per_tool and policy.breaker.fallback == "none"
-    assert policy.breaker == BreakerSettings()  # written out, equal to the built-in values
-    assert policy.loops.enabled and policy.loops.action == "block"
-    assert policy.loops == LoopSettings()
-    [limit] = policy.rate_limits
+    assert (
+        policy.of(BREAKER).enabled
+        and not policy.of(BREAKER).per_tool
+        and policy.of(BREAKER).fallback == "none"
+    )
+    assert policy.of(BREAKER) == BreakerSettings()  # written out, equal to the built-in values
+    assert policy.of(LOOPS).enabled and policy.of(LOOPS).action == "block"
+    assert policy.of(LOOPS) == LoopSettings()
+    [limit] = policy.of(RATE_LIMITS).limits
     assert limit.name == "per-client" and limit.key == ("client",)
     assert limit.limit / limit.period_s >= 20 and limit.burst >= limit.limit  # generous
-    assert policy.rate_limit_on_store_error == "open"
-    assert policy.concurrency is None
+    assert policy.of(RATE_LIMITS).on_store_error == "open"
+    assert policy.of(CONCURRENCY) is None
 
 
 def test_the_example_declares_the_new_guards(tmp_path: Path) -> None:
     policies = shipped(tmp_path)
     status = policies.resolve(ctx("jobs", "get_status"))
-    assert status.loops.polling_min_interval_s == 5
-    assert status.loops.max_identical_results == 3
-    assert status.loops.action == "block"  # from default.toml
-    assert policies.resolve(ctx("jobs", "start_job")).loops.polling_min_interval_s is None
+    assert status.of(LOOPS).polling_min_interval_s == 5
+    assert status.of(LOOPS).max_identical_results == 3
+    assert status.of(LOOPS).action == "block"  # from default.toml
+    assert policies.resolve(ctx("jobs", "start_job")).of(LOOPS).polling_min_interval_s is None
 
     quote = policies.resolve(ctx("flaky", "get_quote"))
-    assert quote.breaker.fallback == "cached"
-    assert quote.breaker.window_size == 10  # the server-wide rule, merged key by key
+    assert quote.of(BREAKER).fallback == "cached"
+    assert quote.of(BREAKER).window_size == 10  # the server-wide rule, merged key by key
     order = policies.resolve(ctx("flaky", "place_order"))
-    assert order.breaker.fallback == "none" and order.breaker.window_size == 10
-    assert quote.concurrency == order.concurrency == ConcurrencyLimit(max_in_flight=4, max_queue_wait_s=2)
-    assert policies.resolve(ctx("crm", "get_customer")).concurrency is None
+    assert order.of(BREAKER).fallback == "none" and order.of(BREAKER).window_size == 10
+    assert (
+        quote.of(CONCURRENCY)
+        == order.of(CONCURRENCY)
+        == ConcurrencyLimit(max_in_flight=4, max_queue_wait_s=2)
+    )
+    assert policies.resolve(ctx("crm", "get_customer")).of(CONCURRENCY) is None
 
     refund = policies.resolve(ctx("crm", "refund", client="support-bot", args={"amount": 20}))
-    assert [limit.name for limit in refund.rate_limits] == ["per-client", "refunds-per-client"]
-    assert refund.rate_limits[1] == RateLimit(
+    assert [limit.name for limit in refund.of(RATE_LIMITS).limits] == ["per-client", "refunds-per-client"]
+    assert refund.of(RATE_LIMITS).limits[1] == RateLimit(
         name="refunds-per-client", limit=2, period_s=60, burst=2, key=("client",)
     )
 
@@ -300,7 +311,7 @@ def test_load_error(tmp_path: Path, body: str, line: str) -> None:
 
 def test_approve_is_a_loop_action(tmp_path: Path) -> None:
     text = RULES + '[rules.loops]\naction = "approve"\n'
-    assert load(tmp_path, crm=text).resolve(ctx()).loops.action == "approve"
+    assert load(tmp_path, crm=text).resolve(ctx()).of(LOOPS).action == "approve"
 
 
 def test_a_later_rule_replaces_or_lifts_an_approval(tmp_path: Path) -> None:
@@ -308,7 +319,7 @@ def test_a_later_rule_replaces_or_lifts_an_approval(tmp_path: Path) -> None:
         "[[rules]]\nname = 'big'\napproval = { when = 'args.amount > 100', timeout_s = 60, "
         "approvers = ['ops'], mode = 'hold', redact = ['iban'] }\n"
     )
-    approval = load(tmp_path, a=text).resolve(ctx()).approval
+    approval = load(tmp_path, a=text).resolve(ctx()).of(APPROVAL)
     assert approval is not None
     assert (approval.rule, approval.timeout_s, approval.approvers, approval.mode) == (
         "big",
@@ -320,21 +331,21 @@ def test_a_later_rule_replaces_or_lifts_an_approval(tmp_path: Path) -> None:
     assert approval.when is not None and approval.when({"args": {"amount": 150}}) is True
     assert approval.when({"args": {"amount": 50}}) is False
     lifted = text + "[[rules]]\nname = 'trusted'\napproval = { required = false }\n"
-    assert load(_sub(tmp_path, "lifted"), a=lifted).resolve(ctx()).approval is None
+    assert load(_sub(tmp_path, "lifted"), a=lifted).resolve(ctx()).of(APPROVAL) is None
     replaced = text + "[[rules]]\nname = 'all'\napproval = {}\n"
-    again = load(_sub(tmp_path, "replaced"), a=replaced).resolve(ctx()).approval
+    again = load(_sub(tmp_path, "replaced"), a=replaced).resolve(ctx()).of(APPROVAL)
     assert again is not None and again.rule == "all" and again.when is None and again.approvers == ()
 
 
 def test_waiting_zero_seconds_for_a_slot_is_allowed(tmp_path: Path) -> None:
     text = "[[rules]]\nname = 'r'\nconcurrency = { max_in_flight = 1, max_queue_wait_s = 0 }\n"
-    assert load(tmp_path, a=text).resolve(ctx()).concurrency == ConcurrencyLimit(1, 0)
+    assert load(tmp_path, a=text).resolve(ctx()).of(CONCURRENCY) == ConcurrencyLimit(1, 0)
 
 
 def test_a_rate_limit_name_may_repeat_across_rules(tmp_path: Path) -> None:
     one = "rate_limits = [{ name = 'a', limit = 1, period_s = 1 }]\n"
     policies = load(tmp_path, a=f"[defaults]\n{one}[[rules]]\nname = 'r'\n{one}")
-    assert [limit.name for limit in policies.resolve(ctx()).rate_limits] == ["a"]
+    assert [limit.name for limit in policies.resolve(ctx()).of(RATE_LIMITS).limits] == ["a"]
 
 
 # --- combination ----------------------------------------------------------------------------------
@@ -352,15 +363,17 @@ def test_breaker_and_loops_merge_key_by_key(tmp_path: Path) -> None:
     )
     quote = policies.resolve(ctx("flaky", "get_quote"))
     assert quote.rules == ("server", "quote")
-    assert quote.breaker == BreakerSettings(
+    assert quote.of(BREAKER) == BreakerSettings(
         window_size=30, failure_rate=0.25, break_s=20, per_tool=True, fallback="cached"
     )
-    assert quote.loops == LoopSettings(
+    assert quote.of(LOOPS) == LoopSettings(
         action="block", max_identical_calls=7, window_s=60, polling_min_interval_s=2
     )
     other = policies.resolve(ctx("crm", "get_quote"))
-    assert other.breaker == BreakerSettings(window_size=30, failure_rate=0.4, break_s=20, fallback="cached")
-    assert other.loops.window_s == 600 and other.loops.action == "block"
+    assert other.of(BREAKER) == BreakerSettings(
+        window_size=30, failure_rate=0.4, break_s=20, fallback="cached"
+    )
+    assert other.of(LOOPS).window_s == 600 and other.of(LOOPS).action == "block"
 
 
 def test_rate_limits_merge_by_name_later_wins(tmp_path: Path) -> None:
@@ -375,12 +388,12 @@ def test_rate_limits_merge_by_name_later_wins(tmp_path: Path) -> None:
         "rate_limits = [{ name = 'refunds', limit = 2, period_s = 60, key = ['tool'] }]\n",
     )
     plain = policies.resolve(ctx("crm", "get_customer"))
-    assert [(limit.name, limit.limit) for limit in plain.rate_limits] == [
+    assert [(limit.name, limit.limit) for limit in plain.of(RATE_LIMITS).limits] == [
         ("per-client", 20),
         ("hourly", 1000),
     ]
     batch = policies.resolve(ctx("crm", "refund", client="batch"))
-    assert batch.rate_limits == (
+    assert batch.of(RATE_LIMITS).limits == (
         RateLimit(name="per-client", limit=200, period_s=1),  # replaced whole, in its place: burst 1 again
         RateLimit(name="hourly", limit=1000, period_s=3600, key=("client", "tool")),
         RateLimit(name="refunds", limit=2, period_s=60, key=("tool",)),
@@ -393,9 +406,9 @@ def test_concurrency_is_replaced_whole(tmp_path: Path) -> None:
         a="[defaults]\nconcurrency = { max_in_flight = 16, max_queue_wait_s = 1 }\n"
         "[[rules]]\nname = 'flaky'\nmatch = { servers = ['flaky'] }\nconcurrency = { max_in_flight = 2 }\n",
     )
-    assert policies.resolve(ctx("crm", "x")).concurrency == ConcurrencyLimit(16, 1)
+    assert policies.resolve(ctx("crm", "x")).of(CONCURRENCY) == ConcurrencyLimit(16, 1)
     # Not merged per key: max_queue_wait_s is the built-in 5 again, not the 1 of [defaults].
-    assert policies.resolve(ctx("flaky", "x")).concurrency == ConcurrencyLimit(2, 5)
+    assert policies.resolve(ctx("flaky", "x")).of(CONCURRENCY) == ConcurrencyLimit(2, 5)
 
 
 def test_rate_limit_on_store_error_is_a_scalar(tmp_path: Path) -> None:
@@ -404,8 +417,8 @@ def test_rate_limit_on_store_error_is_a_scalar(tmp_path: Path) -> None:
         a="[defaults]\nrate_limit_on_store_error = 'closed'\n"
         "[[rules]]\nname = 'r'\nmatch = { tools = ['read'] }\nrate_limit_on_store_error = 'open'\n",
     )
-    assert policies.resolve(ctx()).rate_limit_on_store_error == "closed"
-    assert policies.resolve(ctx(tool="read")).rate_limit_on_store_error == "open"
+    assert policies.resolve(ctx()).of(RATE_LIMITS).on_store_error == "closed"
+    assert policies.resolve(ctx(tool="read")).of(RATE_LIMITS).on_store_error == "open"
 
 
 def test_crossed_breaker_values_across_tables_are_clamped(tmp_path: Path) -> None:
@@ -415,7 +428,7 @@ def test_crossed_breaker_values_across_tables_are_clamped(tmp_path: Path) -> Non
         a="[defaults]\nbreaker = { minimum_calls = 10, break_s = 30 }\n"
         "[[rules]]\nname = 'r'\nbreaker = { window_size = 4, max_break_s = 20 }\n",
     )
-    breaker = policies.resolve(ctx()).breaker
+    breaker = policies.resolve(ctx()).of(BREAKER)
     assert (breaker.window_size, breaker.minimum_calls) == (4, 4)
     assert (breaker.break_s, breaker.max_break_s) == (20, 20)
 

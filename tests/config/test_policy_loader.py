@@ -9,8 +9,19 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ConfigError, PolicyContext, PolicyError, PolicySet, load_policies
+from gateway.config import ConfigError, PolicyContext, PolicyError, PolicySet
 from gateway.core.policy import DEFAULT_POLICY
+from gateway.guards.access import ACCESS
+from gateway.guards.classify import CLASSIFY
+from gateway.guards.output import OUTPUT, SIZE_CAP
+from gateway.guards.pinning import PINNING
+from gateway.guards.references import REFERENCES
+from gateway.guards.reminders import REMINDERS
+from gateway.guards.retry import RETRY
+from gateway.guards.rewrite import HINTS
+from gateway.guards.traits import TRAITS
+from gateway.guards.validation import VALIDATION
+from gateway.pipeline import load_policies
 
 REPO = Path(__file__).resolve().parents[2]
 POLICIES = REPO / "policies"
@@ -74,14 +85,16 @@ def test_default_toml_turns_every_guard_on(tmp_path: Path) -> None:
     path = folder(tmp_path)
     shutil.copy(DEFAULT_TOML, path / "default.toml")
     policy = load_policies(path).resolve(ctx())
-    assert policy.access == "allow"
-    assert policy.validate_arguments is True
-    assert policy.output_validation == "warn"
-    assert policy.pinning == "warn"
-    assert policy.trust_annotations is False
-    assert policy.idempotent is None and not policy.is_idempotent({"readOnlyHint": True})
-    assert policy.max_result_bytes == 200_000
-    assert policy.retry.max_attempts == 3
+    assert policy.of(ACCESS).access == "allow"
+    assert policy.of(VALIDATION).enabled is True
+    assert policy.of(OUTPUT).mode == "warn"
+    assert policy.of(PINNING).mode == "warn"
+    assert policy.of(TRAITS).trust_annotations is False
+    assert policy.of(TRAITS).idempotent is None and not policy.of(TRAITS).is_idempotent(
+        {"readOnlyHint": True}
+    )
+    assert policy.of(SIZE_CAP).max_result_bytes == 200_000
+    assert policy.of(RETRY).max_attempts == 3
     assert policy.rules == ()
 
 
@@ -100,17 +113,17 @@ def test_the_example_loads_next_to_the_defaults(tmp_path: Path) -> None:
     refund = policies.resolve(
         ctx("crm", "refund", client="support-bot", args={"customer_id": "C000123", "amount": 20})
     )
-    assert refund.access == "allow"
-    assert refund.idempotent is False
-    assert [r.tool for r in refund.references] == ["crm__get_customer"]
-    assert refund.references[0].search_tool == "crm__search_customers"
-    assert refund.argument_constraints["customer_id"].pattern == "^C[0-9]{6}$"
-    assert refund.reminders and refund.reminder_every == 3
+    assert refund.of(ACCESS).access == "allow"
+    assert refund.of(TRAITS).idempotent is False
+    assert [r.tool for r in refund.of(REFERENCES).checks] == ["crm__get_customer"]
+    assert refund.of(REFERENCES).checks[0].search_tool == "crm__search_customers"
+    assert refund.of(VALIDATION).constraints["customer_id"].pattern == "^C[0-9]{6}$"
+    assert refund.of(REMINDERS).texts and refund.of(REMINDERS).every == 3
     large = policies.resolve(ctx("crm", "refund", client="support-bot", args={"amount": 700}))
-    assert large.access == "deny" and "forbidden" in large.hints
+    assert large.of(ACCESS).access == "deny" and "forbidden" in large.of(HINTS).hints
     quote = policies.resolve(ctx("flaky", "get_quote"))
-    assert quote.is_idempotent({}) and quote.retry.max_attempts == 4
-    assert [p.code for p in quote.error_patterns] == ["upstream_unavailable"]
+    assert quote.of(TRAITS).is_idempotent({}) and quote.of(RETRY).max_attempts == 4
+    assert [p.code for p in quote.of(CLASSIFY).patterns] == ["upstream_unavailable"]
 
 
 # --- the folder -----------------------------------------------------------------------------------
@@ -159,9 +172,9 @@ RULE = '[[rules]]\nname = "r"\n'
     [
         (
             "[defaults]\ntimout_s = 3\n",
-            "policies/crm.toml: defaults.timout_s: unknown key (allowed: access, idempotent, timeout_s,",
+            "policies/crm.toml: defaults.timout_s: unknown key (allowed: access, approval, arguments,",
         ),
-        (RULE + "timout_s = 3\n", "policies/crm.toml: rules[0].timout_s: unknown key (allowed: name, match,"),
+        (RULE + "timout_s = 3\n", "policies/crm.toml: rules[0].timout_s: unknown key (allowed: name, match"),
         (RULE + "timout_s = 3\n", "did you mean 'timeout_s'?"),
         (
             RULE + 'match = { server = ["crm"] }\n',

@@ -9,6 +9,17 @@ import pytest
 
 from gateway.config import PolicyContext
 from gateway.core import Caller, ToolCall
+from gateway.guards.access import ACCESS
+from gateway.guards.classify import CLASSIFY
+from gateway.guards.output import SIZE_CAP
+from gateway.guards.pinning import PINNING
+from gateway.guards.references import REFERENCES
+from gateway.guards.reminders import REMINDERS
+from gateway.guards.retry import RETRY
+from gateway.guards.rewrite import HINTS
+from gateway.guards.timeout import TIMEOUT
+from gateway.guards.traits import TRAITS
+from gateway.guards.validation import VALIDATION
 
 from .test_policy_loader import ctx, load
 
@@ -25,15 +36,15 @@ def test_later_rules_override_scalars_they_set(tmp_path: Path) -> None:
     )
     policy = policies.resolve(ctx())
     assert policy.rules == ("one", "two", "three")
-    assert policy.timeout_s == 5  # two overrides one, which overrode [defaults]
-    assert policy.pinning == "block"
-    assert policy.idempotent is False
-    assert policy.max_result_bytes == 1000  # set only by [defaults]
+    assert policy.of(TIMEOUT).timeout_s == 5  # two overrides one, which overrode [defaults]
+    assert policy.of(PINNING).mode == "block"
+    assert policy.of(TRAITS).idempotent is False
+    assert policy.of(SIZE_CAP).max_result_bytes == 1000  # set only by [defaults]
 
 
 def test_defaults_apply_first_whatever_file_holds_them(tmp_path: Path) -> None:
     policies = load(tmp_path, a="[[rules]]\nname = 'r'\ntimeout_s = 1\n", z="[defaults]\ntimeout_s = 9\n")
-    assert policies.resolve(ctx()).timeout_s == 1
+    assert policies.resolve(ctx()).of(TIMEOUT).timeout_s == 1
 
 
 def test_retry_and_hints_merge_key_by_key(tmp_path: Path) -> None:
@@ -44,8 +55,12 @@ def test_retry_and_hints_merge_key_by_key(tmp_path: Path) -> None:
         "[[rules]]\nname = 'r'\nretry = { max_attempts = 2 }\nhints = { forbidden = 'r-forbidden' }\n",
     )
     policy = policies.resolve(ctx())
-    assert (policy.retry.max_attempts, policy.retry.base_delay_s, policy.retry.max_delay_s) == (2, 1.0, 5.0)
-    assert dict(policy.hints) == {"forbidden": "r-forbidden", "unauthorized": "d-unauthorized"}
+    assert (policy.of(RETRY).max_attempts, policy.of(RETRY).base_delay_s, policy.of(RETRY).max_delay_s) == (
+        2,
+        1.0,
+        5.0,
+    )
+    assert dict(policy.of(HINTS).hints) == {"forbidden": "r-forbidden", "unauthorized": "d-unauthorized"}
 
 
 def test_argument_constraints_merge_per_argument_and_constraint(tmp_path: Path) -> None:
@@ -54,7 +69,7 @@ def test_argument_constraints_merge_per_argument_and_constraint(tmp_path: Path) 
         a="[defaults]\narguments = { id = { pattern = '^C' }, n = { minimum = 1, maximum = 10 } }\n"
         "[[rules]]\nname = 'r'\narguments = { n = { maximum = 5 }, s = { enum = ['a', 'b'] } }\n",
     )
-    constraints = policies.resolve(ctx()).argument_constraints
+    constraints = policies.resolve(ctx()).of(VALIDATION).constraints
     assert constraints["id"].pattern == "^C"
     assert (constraints["n"].minimum, constraints["n"].maximum) == (1, 5)
     assert constraints["s"].enum == ("a", "b")
@@ -71,12 +86,12 @@ def test_lists_accumulate(tmp_path: Path) -> None:
         "[[rules]]\nname = 'r2'\nreminder = 'Be nice.'\n",
     )
     policy = policies.resolve(ctx())
-    assert policy.reminders == ("Be nice.", "No refunds.")  # the same text once
-    assert [(p.code, p.pattern.pattern) for p in policy.error_patterns] == [
+    assert policy.of(REMINDERS).texts == ("Be nice.", "No refunds.")  # the same text once
+    assert [(p.code, p.pattern.pattern) for p in policy.of(CLASSIFY).patterns] == [
         ("conflict", "taken"),
         ("not_found", "gone"),
     ]
-    [reference] = policy.references
+    [reference] = policy.of(REFERENCES).checks
     assert reference.source == {"id": 'args["id"]'}  # looked up under its own name by default
     assert reference.arguments["id"]({"args": {"id": "C000123"}}) == "C000123"
 
@@ -97,13 +112,13 @@ def test_deny_wins(tmp_path: Path, defaults: str, rules: list[str | None], expec
         f"[[rules]]\nname = 'r{i}'\n" + (f"access = '{access}'\n" if access else "")
         for i, access in enumerate(rules)
     )
-    assert load(tmp_path, a=text).resolve(ctx()).access == expected
+    assert load(tmp_path, a=text).resolve(ctx()).of(ACCESS).access == expected
 
 
 def test_resolved_mappings_are_read_only(tmp_path: Path) -> None:
     policy = load(tmp_path, a="[defaults]\nhints = { forbidden = 'x' }\n").resolve(ctx())
     with pytest.raises(TypeError):
-        policy.hints["forbidden"] = "y"  # type: ignore[index]
+        policy.of(HINTS).hints["forbidden"] = "y"  # type: ignore[index]
 
 
 # --- matching -------------------------------------------------------------------------------------
@@ -162,10 +177,12 @@ reminder = "Careful."
 def test_when_reads_args_and_client(tmp_path: Path) -> None:
     policies = load(tmp_path, a=WHEN)
     refund = {"annotations": {"destructiveHint": False}}
-    assert policies.resolve(ctx("crm", "refund", args={"amount": 150}, **refund)).access == "deny"
-    assert policies.resolve(ctx("crm", "refund", args={"amount": 50}, **refund)).access == "allow"
+    assert policies.resolve(ctx("crm", "refund", args={"amount": 150}, **refund)).of(ACCESS).access == "deny"
+    assert policies.resolve(ctx("crm", "refund", args={"amount": 50}, **refund)).of(ACCESS).access == "allow"
     assert (
-        policies.resolve(ctx("crm", "refund", args={"amount": 150}, client="admin", **refund)).access
+        policies.resolve(ctx("crm", "refund", args={"amount": 150}, client="admin", **refund))
+        .of(ACCESS)
+        .access
         == "allow"
     )
 
@@ -174,14 +191,19 @@ def test_conditions_are_not_cached_across_arguments(tmp_path: Path) -> None:
     policies = load(tmp_path, a=WHEN)
     for _ in range(3):
         for amount, access in ((150, "deny"), (50, "allow"), (100.5, "deny"), (100, "allow")):
-            assert policies.resolve(ctx("crm", "refund", args={"amount": amount})).access == access
+            assert policies.resolve(ctx("crm", "refund", args={"amount": amount})).of(ACCESS).access == access
 
 
 def test_annotations_carry_the_spec_defaults(tmp_path: Path) -> None:
     # An absent destructiveHint means "may be destructive" in MCP; a condition reads it as such.
     policies = load(tmp_path, a=WHEN)
-    assert policies.resolve(ctx()).reminders == ("Careful.",)
-    assert policies.resolve(ctx(annotations={"readOnlyHint": True, "destructiveHint": False})).reminders == ()
+    assert policies.resolve(ctx()).of(REMINDERS).texts == ("Careful.",)
+    assert (
+        policies.resolve(ctx(annotations={"readOnlyHint": True, "destructiveHint": False}))
+        .of(REMINDERS)
+        .texts
+        == ()
+    )
 
 
 def test_a_failing_condition_does_not_match_and_is_logged_once(
@@ -195,7 +217,7 @@ def test_a_failing_condition_does_not_match_and_is_logged_once(
     with caplog.at_level(logging.WARNING, logger="interlock.policy"):
         for _ in range(3):
             assert policies.resolve(ctx(args={"amount": "x"})).rules == ()  # string > int; a string
-            assert policies.resolve(ctx(args={"other": 1})).access == "allow"  # no such key
+            assert policies.resolve(ctx(args={"other": 1})).of(ACCESS).access == "allow"  # no such key
         assert policies.resolve(ctx(args={"amount": 500})).rules == ("needs-amount",)
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 2
@@ -209,13 +231,16 @@ def test_a_failing_condition_does_not_match_and_is_logged_once(
 
 def test_unconvertible_arguments_do_not_crash(tmp_path: Path) -> None:
     policies = load(tmp_path, a="[[rules]]\nname = 'r'\nwhen = 'size(args) > 0'\naccess = 'deny'\n")
-    assert policies.resolve(ctx(args={"x": {1, 2}})).access == "allow"
+    assert policies.resolve(ctx(args={"x": {1, 2}})).of(ACCESS).access == "allow"
 
 
 def test_conditions_read_only_the_arguments_they_name(tmp_path: Path) -> None:
     policies = load(tmp_path, a=WHEN)
     # `x` cannot be converted to CEL; the condition never reads it, so it is never converted.
-    assert policies.resolve(ctx("crm", "refund", args={"amount": 500, "x": object()})).access == "deny"
+    assert (
+        policies.resolve(ctx("crm", "refund", args={"amount": 500, "x": object()})).of(ACCESS).access
+        == "deny"
+    )
 
 
 # --- the tools/list view, and calls -----------------------------------------------------------------
@@ -262,3 +287,24 @@ def test_resolve_call(tmp_path: Path) -> None:
     )
     assert policies.resolve_call(call).rules == ("large-refunds",)
     assert PolicyContext.for_call(call).activation()["annotations"]["readOnlyHint"] is False
+
+
+def test_a_listing_never_evaluates_a_condition_on_arguments(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tool pinning resolves each tool as listed, with no arguments: a rule whose ``when`` reads
+    ``args`` must neither fail there nor use up its one failure log line."""
+    text = (
+        "[[rules]]\nname = 'big-refunds'\nwhen = 'args.amount > 100'\npinning = 'block'\n"
+        "[[rules]]\nname = 'crm'\nwhen = \"server == 'crm'\"\nreminder_every = 2\n"
+    )
+    policies = load(tmp_path, a=text)
+    with caplog.at_level(logging.WARNING, logger="interlock.policy"):
+        listed = policies.resolve_listed(ctx())
+        assert caplog.records == []
+        assert listed.rules == ("crm",)  # a condition that needs no call still decides
+        assert listed.of(PINNING).mode == "warn"
+        policies.resolve(ctx(args={"other": 1}))  # a real failure, later: logged
+    assert [record.getMessage().split(":")[0] for record in caplog.records] == [
+        "policy rule 'big-refunds' (" + str(tmp_path / "policies" / "a.toml") + " rules[0])"
+    ]

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
-from gateway.config import schema
-from gateway.config.schema import POLICY_SCHEMA_PATH, REGENERATE, policy_schema, render_policy
+from gateway.pipeline import schema
+from gateway.pipeline.schema import POLICY_SCHEMA_PATH, REGENERATE, policy_schema, render_policy
 
 from .test_policy_loader import DEFAULT_TOML, EXAMPLE_TOML
 

@@ -7,7 +7,8 @@ import pytest
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from gateway.config.interpolate import interpolate
-from gateway.config.schema import REGENERATE, SCHEMA_PATH, main, render, servers_schema
+from gateway.config.schema import servers_schema
+from gateway.pipeline.schema import REGENERATE, SCHEMA_PATH, main, render
 
 from .test_loader import EXAMPLE, EXAMPLE_ENV, FULL, FULL_ENV
 

@@ -85,5 +85,5 @@ async def test_the_identical_retry_runs_once_the_upstream_is_back(tmp_path: Path
     assert refused["code"] == "loop_detected" and refused["details"]["kind"] == "failing_retries"
     assert limited["code"] == "upstream_rate_limited" and limited["retry_after_s"] == 2
     assert held["code"] == "rate_limited" and 0 < held["retry_after_s"] <= 2
-    assert held["details"] == {"reason": "retry_after", "error": "upstream_rate_limited"}
+    assert held["details"] == {"reason": "retry_after", "error": "upstream_rate_limited", "guard": "loops"}
     assert reached == 8 and _quotes(record) == 9, "neither refused call reached the upstream"

@@ -233,7 +233,11 @@ async def test_two_gateways_share_one_global_rate_limit(tmp_path: Path, redis_ur
                 for i in range(100):
                     result = await c.call_tool("fs__echo", {"text": f"{gw.port}-{i}"})
                     if result.is_error:
-                        assert _error(result)["code"] == "rate_limited"
+                        refusal = _error(result)
+                        assert (refusal["code"], refusal["details"]["guard"]) == (
+                            "rate_limited",
+                            "rate_limits",
+                        )
                         limited += 1
                     else:
                         admitted += 1
@@ -243,7 +247,8 @@ async def test_two_gateways_share_one_global_rate_limit(tmp_path: Path, redis_ur
                 for gw in (a, b, a, b):
                     tg.start_soon(agent, gw)
         scraped = _metrics(a)[1] + _metrics(b)[1]
-    assert 'interlock_rate_limited_total{server="fs"' in scraped
+    assert 'interlock_rate_limited_total{guard="rate_limits",server="fs"' in scraped
+    assert 'interlock_guard_refusals_total{code="rate_limited",guard="rate_limits",server="fs"' in scraped
     assert admitted + limited == 400
     assert abs(admitted - 100) <= 1, admitted  # one limit across both replicas, within 1%
 
@@ -278,6 +283,10 @@ async def test_when_redis_dies_calls_follow_their_policy_and_none_hangs(
                     closed_policy = await c.call_tool("fs__add", {"a": 1, "b": 2})
                     assert time.monotonic() - started < 5  # no call hangs on a dead store
                     assert not open_policy.is_error  # rate_limit_on_store_error = "open"
-                    assert _error(closed_policy)["code"] == "rate_limited"  # "closed"
-                    assert _error(closed_policy)["details"]["reason"] == "state_store_unavailable"
+                    refused = _error(closed_policy)  # rate_limit_on_store_error = "closed"
+                    assert (refused["code"], refused["details"]["guard"]) == (
+                        "state_unavailable",
+                        "rate_limits",
+                    )
+                    assert refused["retryable"] is True
     assert "unreachable" in gw.log()

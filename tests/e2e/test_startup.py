@@ -314,7 +314,7 @@ async def test_the_gateway_starts_while_redis_is_down_and_picks_it_up_when_it_an
             async with Client(gw.mcp_url, mode="2026-07-28", elicitation_callback=_accept) as c:
                 assert not (await c.call_tool("fs__echo", {"text": "fail-open"})).is_error
                 closed = gateway_error(await c.call_tool("fs__add", {"a": 1, "b": 2}))
-                assert closed["details"]["reason"] == "state_store_unavailable"
+                assert (closed["code"], closed["details"]["guard"]) == ("state_unavailable", "rate_limits")
                 gated = gateway_error(await c.call_tool("fs__whoami", {}))
                 assert gated["retryable"] and gated["details"]["guard"] == "approval"
 
@@ -334,8 +334,8 @@ async def _until_asked(c: Client) -> types.InputRequiredResult:
         first: Any = await c.session.call_tool("fs__whoami", {}, allow_input_required=True)
         if isinstance(first, types.InputRequiredResult):
             return first
-        reason = gateway_error(first)["details"]["reason"]
-        assert reason in ("state_store_unavailable", "approvals_not_ready"), first
+        refused = gateway_error(first)
+        assert (refused["code"], refused["details"]["guard"]) == ("state_unavailable", "approval"), first
         await anyio.sleep(0.05)  # the gateway notices the store on its next call
 
 

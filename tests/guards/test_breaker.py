@@ -15,14 +15,15 @@ import pytest
 
 from gateway.core import Caller, ManualClock, ToolCall, ToolResult, build_chain
 from gateway.core import errors as e
-from gateway.core.policy import BreakerSettings, ResolvedPolicy, RetrySettings
 from gateway.guards import breaker_state as machine
 from gateway.guards.breaker import STATE_GAUGE, CircuitBreaker, classify, permit_lease_s
-from gateway.guards.breaker_state import Outcome
+from gateway.guards.breaker_state import BreakerSettings, Outcome
 from gateway.guards.classify import Classify
-from gateway.guards.retry import MemoryRetryBudget, Retry
-from gateway.guards.timeout import Timeout
+from gateway.guards.retry import MemoryRetryBudget, Retry, RetrySettings
+from gateway.guards.timeout import Timeout, TimeoutSettings
+from gateway.guards.traits import Traits
 from gateway.state.base import GcraDecision, StoreUnavailable, Updater
+from tests.calls import policy_of
 
 pytestmark = pytest.mark.anyio
 
@@ -126,7 +127,7 @@ def _call(settings: BreakerSettings = TRIP, *, tool: str = "get_customer", **pol
         arguments={"customer_id": "C1"},
         caller=Caller(principal="agent", session_key="s1"),
         request_id="r1",
-        policy=ResolvedPolicy(breaker=settings, **policy),
+        policy=policy_of(breaker=settings, **policy),
     )
 
 
@@ -347,7 +348,7 @@ async def test_an_abandoned_permit_lapses_and_is_reissued() -> None:
 
 
 async def test_the_permit_lease_covers_the_calls_timeout() -> None:
-    assert permit_lease_s(_call(timeout_s=60.0).policy) == 60.0
+    assert permit_lease_s(_call(timeout=TimeoutSettings(60.0)).policy) == 60.0
 
 
 async def test_a_cancelled_trial_gives_its_permit_back() -> None:
@@ -389,8 +390,8 @@ async def test_a_store_failure_fails_closed_when_the_policy_says_so() -> None:
     rig = Rig()
     rig.store.down = True
     err = await rig.fails(_call(BreakerSettings(on_store_error="closed")))
-    assert isinstance(err, e.CircuitOpen)
-    assert err.details["reason"] == "state_store_unavailable"
+    assert isinstance(err, e.StateUnavailable) and err.retryable
+    assert err.details["breaker"] == "breaker:crm"
     assert rig.upstream.calls == []
 
 
@@ -415,7 +416,7 @@ async def test_the_cached_fallback_serves_the_last_good_result_marked_as_such() 
     settings = _cached_settings()
     good = ToolResult({"content": [{"type": "text", "text": "C1: Ada"}], "_meta": {"x": 1}})
     rig.upstream.next = [good]
-    read_only = _call(settings, idempotent=True)
+    read_only = _call(settings, traits=Traits(idempotent=True))
     assert await rig.chain(read_only) is good
     other = read_only.with_changes(arguments={"customer_id": "C2"})
     await rig.trip(other)
@@ -432,11 +433,13 @@ async def test_the_cached_fallback_serves_the_last_good_result_marked_as_such() 
 async def test_the_cached_fallback_is_only_for_read_only_tools() -> None:
     rig = Rig()
     settings = _cached_settings()
-    trusted = _call(settings, trust_annotations=True).with_changes(annotations={"readOnlyHint": True})
+    trusted = _call(settings, traits=Traits(trust_annotations=True)).with_changes(
+        annotations={"readOnlyHint": True}
+    )
     untrusted = _call(settings).with_changes(annotations={"readOnlyHint": True})
     assert await rig.chain(trusted) is OK
     assert await rig.chain(untrusted) is OK
-    await rig.trip(_call(settings, idempotent=False))
+    await rig.trip(_call(settings, traits=Traits(idempotent=False)))
     assert (await rig.chain(trusted)).notes == ("fallback_cached",)
     assert (await rig.fails(untrusted)).code == "circuit_open"
 
@@ -445,7 +448,9 @@ async def test_the_cache_is_bounded() -> None:
     rig = Rig(cache_entries=2)
     settings = _cached_settings()
     for cid in ("C1", "C2", "C3"):
-        await rig.chain(_call(settings, idempotent=True).with_changes(arguments={"customer_id": cid}))
+        await rig.chain(
+            _call(settings, traits=Traits(idempotent=True)).with_changes(arguments={"customer_id": cid})
+        )
     assert len(rig.breaker._cache) == 2
 
 
@@ -520,7 +525,11 @@ async def test_between_retry_and_timeout_each_attempt_counts_and_an_open_circuit
         upstream,
     )
     settings = BreakerSettings(window_size=3, minimum_calls=3, failure_rate=1.0)
-    policy = {"idempotent": True, "retry": RetrySettings(max_attempts=5), "timeout_s": 5.0}
+    policy = {
+        "traits": Traits(idempotent=True),
+        "retry": RetrySettings(max_attempts=5),
+        "timeout": TimeoutSettings(5.0),
+    }
     with pytest.raises(e.CircuitOpen):
         await chain(_call(settings, **policy))
     assert [c.attempt for c in upstream.calls] == [1, 2, 3]  # the third attempt tripped it

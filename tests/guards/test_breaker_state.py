@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from gateway.core.policy import BreakerSettings
 from gateway.guards.breaker_state import (
     Admission,
+    BreakerSettings,
     Doc,
     Outcome,
     Report,

@@ -9,9 +9,9 @@ import pytest
 
 from gateway.core import ManualClock, ToolCall, ToolResult, build_chain
 from gateway.core import errors as e
-from gateway.core.policy import ErrorPattern, ResolvedPolicy
-from gateway.guards.classify import Classify, retry_after_from_text
-from tests.calls import Recorder, tool_call
+from gateway.core.policy import ResolvedPolicy
+from gateway.guards.classify import Classify, ClassifySettings, ErrorPattern, retry_after_from_text
+from tests.calls import Recorder, policy_of, tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -108,10 +108,12 @@ async def test_results_that_are_not_errors_are_never_read() -> None:
 
 
 async def test_policy_patterns_are_tried_first_and_named_in_details() -> None:
-    policy = ResolvedPolicy(
-        error_patterns=(
-            ErrorPattern("not_found", re.compile(r"(?i)no customer with id")),
-            ErrorPattern("upstream_rate_limited", re.compile(r"(?i)slow down")),
+    policy = policy_of(
+        classify=ClassifySettings(
+            (
+                ErrorPattern("not_found", re.compile(r"(?i)no customer with id")),
+                ErrorPattern("upstream_rate_limited", re.compile(r"(?i)slow down")),
+            )
         )
     )
     err = await _raised("500 Internal Server Error: slow down, retry after 4 seconds", policy)
@@ -125,10 +127,12 @@ async def test_policy_patterns_are_tried_first_and_named_in_details() -> None:
 async def test_a_policy_pattern_without_a_tool_plane_code_is_skipped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    policy = ResolvedPolicy(
-        error_patterns=(
-            ErrorPattern("no_such_code", re.compile("boom")),
-            ErrorPattern("unknown_tool", re.compile("boom")),  # protocol plane: not for results
+    policy = policy_of(
+        classify=ClassifySettings(
+            (
+                ErrorPattern("no_such_code", re.compile("boom")),
+                ErrorPattern("unknown_tool", re.compile("boom")),  # protocol plane: not for results
+            )
         )
     )
     with caplog.at_level(logging.WARNING, "interlock.guards.classify"):

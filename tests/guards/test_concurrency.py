@@ -11,9 +11,12 @@ import anyio.lowlevel
 import pytest
 
 from gateway.core import ManualClock, ToolCall, ToolResult, build_chain
-from gateway.core.errors import RateLimited, UpstreamError
-from gateway.core.policy import ConcurrencyLimit, ResolvedPolicy
-from gateway.guards.concurrency import Concurrency
+from gateway.core.errors import RateLimited, StateUnavailable, UpstreamError
+from gateway.core.policy import ResolvedPolicy
+from gateway.guards.concurrency import Concurrency, ConcurrencyLimit
+from gateway.guards.ratelimit import RateLimitSettings
+from gateway.guards.timeout import TimeoutSettings
+from tests.calls import policy_of
 
 from .test_ratelimit import DictStore, make_call
 
@@ -49,12 +52,10 @@ class Rig:
         self.clock = ManualClock()
         self.store = DictStore(self.clock)
         self.upstream = GatedUpstream()
-        self.limited: list[tuple[str, str]] = []
         self.guard = Concurrency(
             self.store,
             self.clock,
             rng=random.Random(7),
-            on_limited=lambda s, t: self.limited.append((s, t)),
         )
         self.chain = build_chain([self.guard], self.upstream)
         self.results: dict[str, Any] = {}
@@ -62,7 +63,7 @@ class Rig:
     async def run(self, call: ToolCall) -> None:
         try:
             self.results[call.request_id] = await self.chain(call)
-        except RateLimited as err:
+        except (RateLimited, StateUnavailable) as err:
             self.results[call.request_id] = err
 
     def held(self, server: str = "crm") -> set[str]:
@@ -70,7 +71,7 @@ class Rig:
 
 
 def _policy(max_in_flight: int, max_queue_wait_s: float = 5.0, **changes: Any) -> ResolvedPolicy:
-    return ResolvedPolicy(concurrency=ConcurrencyLimit(max_in_flight, max_queue_wait_s), **changes)
+    return policy_of(concurrency=ConcurrencyLimit(max_in_flight, max_queue_wait_s), **changes)
 
 
 async def _until(predicate: Any) -> None:
@@ -135,7 +136,6 @@ async def test_no_slot_within_the_queue_wait_is_rate_limited() -> None:
             assert rig.upstream.calls == ["a"], "the refused call never reached the upstream"
             assert rig.held() == {"a"}, "a refused call releases nothing it did not hold"
             rig.upstream.gate("a").set()
-    assert rig.limited == [("crm", "crm__refund")]
     assert rig.held() == set()
 
 
@@ -191,14 +191,18 @@ async def test_store_down_open_passes_and_closed_refuses(caplog: pytest.LogCaptu
     rig.store.down = True
     rig.upstream.gate("a").set()
     with caplog.at_level(logging.WARNING):
-        await rig.run(make_call(_policy(1, rate_limit_on_store_error="open"), request_id="a"))
+        await rig.run(
+            make_call(_policy(1, rate_limits=RateLimitSettings(on_store_error="open")), request_id="a")
+        )
     assert isinstance(rig.results["a"], ToolResult)
     assert rig.store.round_trips["release"] == 0, "nothing was held"
     assert any("fail-open" in r.getMessage() for r in caplog.records)
 
-    await rig.run(make_call(_policy(1, rate_limit_on_store_error="closed"), request_id="b"))
+    await rig.run(
+        make_call(_policy(1, rate_limits=RateLimitSettings(on_store_error="closed")), request_id="b")
+    )
     err = rig.results["b"]
-    assert isinstance(err, RateLimited) and err.details["reason"] == "state_store_unavailable"
+    assert isinstance(err, StateUnavailable) and err.details["max_in_flight"] == 1
     assert rig.upstream.calls == ["a"]
 
 
@@ -212,4 +216,4 @@ async def test_no_limit_costs_no_round_trip() -> None:
 def test_the_lease_outlives_the_call() -> None:
     rig = Rig()
     assert rig.guard._lease_s(make_call(_policy(1))) == 300.0
-    assert rig.guard._lease_s(make_call(_policy(1, timeout_s=600.0))) == 1200.0
+    assert rig.guard._lease_s(make_call(_policy(1, timeout=TimeoutSettings(600.0)))) == 1200.0

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from gateway.core.policy import LoopSettings
 from gateway.guards.loop_detectors import (
     DOC_VERSION,
     FAILED,
@@ -31,6 +30,7 @@ from gateway.guards.loop_detectors import (
     stuck_polling,
 )
 from gateway.guards.loop_history import _canonical
+from gateway.guards.loops import LoopSettings
 from gateway.state.memory import decode_doc, encode_doc
 
 W = 600.0

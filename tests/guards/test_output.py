@@ -11,15 +11,18 @@ import pytest
 
 from gateway.core import Caller, ManualClock, ToolCall, ToolResult, build_chain
 from gateway.core.errors import InvalidOutput
-from gateway.core.policy import Mode, ResolvedPolicy
+from gateway.core.policy import Mode
 from gateway.guards.output import (
     ERROR_FLOOR_BYTES,
     TRUNCATION_HINT,
+    OutputSettings,
     OutputValidation,
     ResultSizeCap,
+    SizeCap,
     json_size,
 )
 from gateway.guards.validation import ArgumentValidation, SchemaCache
+from tests.calls import policy_of
 
 pytestmark = pytest.mark.anyio
 
@@ -44,7 +47,7 @@ def _call(
         request_id="r1",
         output_schema=schema,
         schema_version="v1",
-        policy=ResolvedPolicy(output_validation=mode, max_result_bytes=max_bytes),
+        policy=policy_of(output_validation=OutputSettings(mode), result_size_cap=SizeCap(max_bytes)),
     )
 
 

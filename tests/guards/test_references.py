@@ -9,9 +9,8 @@ import pytest
 
 from gateway.core import Caller, ManualClock, ToolCall, ToolResult, build_chain
 from gateway.core.errors import GatewayError, InvalidArguments, NotFound, UpstreamUnavailable
-from gateway.core.policy import ReferenceCheck, ResolvedPolicy
-from gateway.guards.references import ReferenceChecks
-from tests.calls import Recorder, tool_call
+from gateway.guards.references import ReferenceCheck, ReferenceChecks, ReferenceSettings
+from tests.calls import Recorder, policy_of, tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +51,7 @@ class Upstream(Recorder):
 
 
 def _call(arguments: Mapping[str, Any], *checks: ReferenceCheck) -> ToolCall:
-    policy = ResolvedPolicy(references=checks or (CHECK,))
+    policy = policy_of(references=ReferenceSettings(checks or (CHECK,)))
     return tool_call("crm", "update_customer", arguments, principal="agent-7", policy=policy)
 
 
@@ -192,7 +191,7 @@ async def test_lookups_that_check_references_themselves_do_not_recurse_forever()
             arguments=arguments,
             caller=caller,
             request_id=f"lookup{len(runs)}",
-            policy=ResolvedPolicy(references=(loop_check,)),
+            policy=policy_of(references=ReferenceSettings((loop_check,))),
         )
         return await chain(call)
 

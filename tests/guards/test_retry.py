@@ -9,12 +9,13 @@ import pytest
 
 from gateway.core import ManualClock, ToolCall, ToolResult, build_chain
 from gateway.core import errors as e
-from gateway.core.policy import ResolvedPolicy, RetrySettings
+from gateway.core.policy import ResolvedPolicy
 from gateway.guards.classify import Classify
-from gateway.guards.retry import MemoryRetryBudget, Retry
+from gateway.guards.retry import MemoryRetryBudget, Retry, RetrySettings
 from gateway.guards.rewrite import Rewrite
-from gateway.guards.timeout import Timeout
-from tests.calls import tool_call
+from gateway.guards.timeout import Timeout, TimeoutSettings
+from gateway.guards.traits import Traits
+from tests.calls import policy_of, tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -26,7 +27,7 @@ def _error(text: str) -> ToolResult:
 
 
 def _policy(**changes: Any) -> ResolvedPolicy:
-    return ResolvedPolicy(**{"idempotent": True, **changes})
+    return policy_of(**{"traits": Traits(idempotent=True), **changes})
 
 
 def _call(policy: ResolvedPolicy, **changes: Any) -> ToolCall:
@@ -77,7 +78,7 @@ async def test_an_idempotent_429_waits_exactly_retry_after_and_succeeds() -> Non
 
 async def test_a_non_idempotent_429_is_not_retried_and_keeps_retry_after() -> None:
     rig = Rig(_error("429 Too Many Requests. Retry-After: 2"), OK)
-    err = await rig.fails(_call(_policy(idempotent=False)))
+    err = await rig.fails(_call(_policy(traits=Traits(idempotent=False))))
     assert err.code == "upstream_rate_limited" and err.retry_after_s == 2.0
     assert rig.upstream.attempts == [1]
     assert rig.clock.slept == []
@@ -90,7 +91,7 @@ async def test_annotations_count_only_where_policy_trusts_them() -> None:
     assert rig.upstream.attempts == [1]
 
     rig = Rig(_error("503 Service Unavailable"), OK)
-    result = await rig.chain(_call(ResolvedPolicy(trust_annotations=True), annotations=annotations))
+    result = await rig.chain(_call(policy_of(traits=Traits(trust_annotations=True)), annotations=annotations))
     assert result is OK and rig.upstream.attempts == [1, 2]
 
 
@@ -191,7 +192,7 @@ async def test_retry_sits_above_timeout_and_each_attempt_gets_its_own_deadline()
         [Rewrite(), Retry(clock, MemoryRetryBudget(clock), rng=random.Random(1)), Timeout(clock)],
         upstream,
     )
-    policy = _policy(timeout_s=5.0, retry=RetrySettings(base_delay_s=0.5))
+    policy = _policy(timeout=TimeoutSettings(5.0), retry=RetrySettings(base_delay_s=0.5))
     assert await chain(_call(policy)) is OK
     first, second = upstream.calls
     assert first.deadline == pytest.approx(1_000.0 + 5.0)
@@ -206,6 +207,6 @@ async def test_a_non_idempotent_timeout_becomes_outcome_unknown_and_is_never_ret
         [Rewrite(), Retry(clock, MemoryRetryBudget(clock)), Timeout(clock), Classify(clock)], upstream
     )
     with pytest.raises(e.OutcomeUnknown) as caught:
-        await chain(_call(_policy(idempotent=False, timeout_s=5.0)))
+        await chain(_call(_policy(traits=Traits(idempotent=False), timeout=TimeoutSettings(5.0))))
     assert not caught.value.retryable
     assert upstream.attempts == [1]

@@ -12,8 +12,8 @@ from gateway.core import ManualClock, ToolCall, ToolResult, build_chain
 from gateway.core import errors as e
 from gateway.core.policy import ResolvedPolicy
 from gateway.guards.classify import Classify
-from gateway.guards.rewrite import Rewrite
-from tests.calls import tool_call
+from gateway.guards.rewrite import Hints, Rewrite
+from tests.calls import policy_of, tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +29,7 @@ def _call(policy: ResolvedPolicy | None = None) -> ToolCall:
         "pay",
         {"invoice": "INV-1"},
         request_id="req-7f3a",
-        policy=policy or ResolvedPolicy(hints=HINTS),
+        policy=policy or policy_of(rewrite=Hints(HINTS)),
     )
 
 
@@ -96,7 +96,7 @@ async def test_a_bug_becomes_an_internal_error_with_a_correlation_id(
 
 
 async def test_an_internal_error_hint_can_be_overridden_too() -> None:
-    policy = ResolvedPolicy(hints={"internal_error": "Tell the user the gateway failed."})
+    policy = policy_of(rewrite=Hints({"internal_error": "Tell the user the gateway failed."}))
     chain = build_chain([Rewrite()], Upstream(KeyError("x")))
     with pytest.raises(e.InternalError) as caught:
         await chain(_call(policy))

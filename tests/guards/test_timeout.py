@@ -13,10 +13,10 @@ import pytest
 
 from gateway.core import ManualClock, ToolCall, ToolResult, build_chain
 from gateway.core import errors as e
-from gateway.core.policy import ResolvedPolicy
 from gateway.guards.classify import Classify
-from gateway.guards.timeout import Timeout
-from tests.calls import tool_call
+from gateway.guards.timeout import Timeout, TimeoutSettings
+from gateway.guards.traits import Traits
+from tests.calls import policy_of, tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -24,7 +24,7 @@ OK = ToolResult.of_text("ok")
 
 
 def _call(idempotent: bool, timeout_s: float | None = 5.0, **changes: Any) -> ToolCall:
-    policy = ResolvedPolicy(idempotent=idempotent, timeout_s=timeout_s)
+    policy = policy_of(traits=Traits(idempotent=idempotent), timeout=TimeoutSettings(timeout_s))
     return tool_call("crm", "create_order", {"sku": "A1"}, policy=policy, **changes)
 
 

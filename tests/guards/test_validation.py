@@ -11,10 +11,16 @@ import pytest
 
 from gateway.core import ToolCall, ToolResult, build_chain
 from gateway.core.errors import InvalidArguments
-from gateway.core.policy import ArgumentConstraint, ResolvedPolicy
-from gateway.guards.validation import MAX_SCHEMA_BYTES, ArgumentValidation, SchemaCache
+from gateway.core.policy import ResolvedPolicy
+from gateway.guards.validation import (
+    MAX_SCHEMA_BYTES,
+    ArgumentConstraint,
+    ArgumentValidation,
+    SchemaCache,
+    ValidationSettings,
+)
 from gateway.guards.violations import MAX_PATTERN_INPUT_CHARS, regex_risk
-from tests.calls import Recorder, tool_call
+from tests.calls import Recorder, policy_of, tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -258,7 +264,7 @@ async def test_operator_constraints_apply_on_top_of_the_schema() -> None:
         "region": ArgumentConstraint(enum=("eu",)),
         "note": ArgumentConstraint(min_length=2),
     }
-    policy = ResolvedPolicy(argument_constraints=constraints)
+    policy = policy_of(argument_validation=ValidationSettings(constraints=constraints))
     cache = SchemaCache()
     guard = ArgumentValidation(cache)
     await _passed(_call({"customer_id": "C000001", "amount": 100, "region": "eu"}, policy=policy), guard)
@@ -271,18 +277,18 @@ async def test_operator_constraints_apply_on_top_of_the_schema() -> None:
     assert found["/region"]["allowed"] == ["eu"]  # the operator's enum, checked with the schema's
     assert found["/note"]["expected"] == "a string of at least 2 characters"
     # Equal constraints in a freshly resolved policy reuse the compiled validator.
-    fresh = ResolvedPolicy(argument_constraints=dict(constraints))
+    fresh = policy_of(argument_validation=ValidationSettings(constraints=dict(constraints)))
     await _passed(_call({"customer_id": "C000001"}, policy=fresh), guard)
     assert cache.compilations == 1
 
 
 async def test_constraints_apply_when_schema_validation_is_off_or_schema_unusable() -> None:
     constraints = {"customer_id": ArgumentConstraint(max_length=7)}
-    off = ResolvedPolicy(validate_arguments=False, argument_constraints=constraints)
+    off = policy_of(argument_validation=ValidationSettings(enabled=False, constraints=constraints))
     await _passed(_call({"customer_id": 42}, policy=off))  # the upstream schema is not checked
     await _refused(_call({"customer_id": "C0000001"}, policy=off))
     broken = {"type": "object", "properties": {"customer_id": {"type": 7}}}
-    with_constraints = ResolvedPolicy(argument_constraints=constraints)
+    with_constraints = policy_of(argument_validation=ValidationSettings(constraints=constraints))
     error = await _refused(_call({"customer_id": "C0000001"}, broken, policy=with_constraints))
     assert error.details["violations"][0]["keyword"] == "maxLength"
 
@@ -293,7 +299,9 @@ async def test_constraints_keep_local_refs_of_the_schema_working() -> None:
         "properties": {"customer_id": {"$ref": "#/$defs/id"}},
         "$defs": {"id": {"type": "string"}},
     }
-    policy = ResolvedPolicy(argument_constraints={"customer_id": ArgumentConstraint(pattern="^C")})
+    policy = policy_of(
+        argument_validation=ValidationSettings(constraints={"customer_id": ArgumentConstraint(pattern="^C")})
+    )
     error = await _refused(_call({"customer_id": 5}, schema, policy=policy))
     assert [v["keyword"] for v in error.details["violations"]] == ["type"]
     await _refused(_call({"customer_id": "X"}, schema, policy=policy))

@@ -1,4 +1,4 @@
-"""The composition root: builds the gateway from config and owns start and stop."""
+"""The gateway: built from config; owns start and stop, and keeps catalog, pins and policy in step."""
 
 from __future__ import annotations
 
@@ -13,30 +13,30 @@ import anyio
 from anyio.abc import TaskGroup
 from starlette.applications import Starlette
 
-from gateway.approvals import ApprovalRecord, ApprovalService, StateSigner
+from gateway.app.admin import AdminView
+from gateway.app.events import ApprovalEventSink, GuardEventSink, UpstreamEventSink
+from gateway.approvals import ApprovalService, StateSigner
 from gateway.approvals.gate import ApprovalGate
 from gateway.approvals.rounds import Rounds
 from gateway.approvals.secret import SecretLoader
 from gateway.approvals.webhook import WebhookNotifier
 from gateway.catalog import Catalog, ToolEntry
 from gateway.config import Config, ConfigError, PolicyContext, PolicySet, Problem
-from gateway.core import Caller, ToolResult, build_chain
+from gateway.core import Caller, ToolResult
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.errors import NotFound
 from gateway.downstream.caller import new_request_id
 from gateway.downstream.handlers import Handlers, Pipeline
 from gateway.downstream.http import build_http_app
 from gateway.downstream.server import GatewayServer, build_server
-from gateway.guards import GuardDeps, ordered_guards
-from gateway.guards.breaker import STATE_GAUGE
-from gateway.guards.pinning import PinBook, SeenTool
+from gateway.guards.pinning import PINNING, PinBook, SeenTool
 from gateway.observe.metrics import Metrics
-from gateway.observe.observer import observed
-from gateway.observe.recent import RecentCall, RecentCalls
+from gateway.observe.observer import observer
+from gateway.observe.recent import RecentCalls
+from gateway.pipeline import POLICIES, GuardDeps, build_pipeline
 from gateway.reload import PolicyHolder
 from gateway.state import MemoryStateStore, StateStore, StorePins, StoreUnavailable, open_store
 from gateway.upstream import Health, UpstreamPool
-from gateway.web.backend import CircuitView, UpstreamView
 from gateway.web.routes import admin_routes
 
 log = logging.getLogger("interlock")
@@ -51,7 +51,7 @@ class Gateway:
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
         self.catalog = Catalog(config)
-        self.policy = PolicyHolder(config.policies_dir, self._on_policy_change)
+        self.policy = PolicyHolder(POLICIES, config.policies_dir, self._on_policy_change)
         base = config.source.parent if config.source else Path.cwd()
         # What must survive a restart (pins) goes to the configured store. Counters (rate limits,
         # loop histories, breakers) share it only when it is shared (Redis): with the embedded
@@ -60,38 +60,46 @@ class Gateway:
         shared = config.gateway.state.split("://", 1)[0] in ("redis", "rediss", "memory")
         self.store = self.durable if shared else MemoryStateStore(self.clock)
         self.pins = PinBook(StorePins(self.durable), self.clock, self._on_pin_change)
-        self.pool = UpstreamPool(config, events=self, clock=self.clock)
+        upstream_events = UpstreamEventSink(
+            self.metrics,
+            health=self._on_health,
+            lists_changed=self._on_lists_changed,
+            resource_updated=self._on_resource_updated,
+        )
+        self.pool = UpstreamPool(config, events=upstream_events, clock=self.clock)
+        self.recent = RecentCalls()
+        guard_events = GuardEventSink(self.metrics)
         # Approval records are durable (SQLite by default, Redis when shared): a pending request
         # survives a restart and is decided once across replicas.
-        self.admin = config.admin
-        self.approvals = ApprovalService(self.durable, self.clock, events=self)
-        self.rounds = Rounds(self.approvals)
+        self.approvals = ApprovalService(self.durable, self.clock)
         self.secret = SecretLoader(self.durable, config.approvals.secret, self.clock, self._install_secret)
-        self.recent = RecentCalls()
-        self.circuit_states: dict[tuple[str, str], str] = {}
+        self.admin = AdminView(
+            config, self.approvals, self.pool, self.catalog, self.recent, guard_events.circuit_states
+        )
         hook = config.approvals.webhook
-        self.webhook = WebhookNotifier(hook, self.clock, decide_url=self.decide_url) if hook else None
+        webhook = WebhookNotifier(hook, self.clock, decide_url=self.admin.decide_url) if hook else None
+        self.webhook = webhook
+        self.approvals.events = ApprovalEventSink(self.metrics, self.clock, webhook)
+        self.rounds = Rounds(self.approvals)
         gate = ApprovalGate(
             self.approvals,
             self.clock,
             config.approvals,
-            decide_url=self.decide_url,
+            decide_url=self.admin.decide_url,
             rounds=self.rounds,
             load_signer=self.secret.load_once,
         )
         deps = GuardDeps(
             resolver=lambda call: self.policy.current.resolve_call(call),
-            pins=self.pins,
-            lookup=self.run_lookup,
             clock=self.clock,
             store=self.store,
-            on_circuit_state=self._on_circuit_state,
-            on_rate_limited=lambda server, tool: self.metrics.rate_limited.labels(server, tool).inc(),
-            on_loop=lambda kind: self.metrics.loops_detected.labels(kind).inc(),
+            lookup=self.run_lookup,
+            pins=self.pins,
+            events=guard_events,
             approval=gate,
         )
         self.pipeline = Pipeline(
-            observed(build_chain(ordered_guards(deps), self.pool.call_tool), self.metrics, self.recent)
+            build_pipeline(deps, self.pool.call_tool, observe=observer(self.metrics, self.recent))
         )
         self.handlers = Handlers(
             config, self.catalog, self.pool, self.pipeline, visibility=self.visible_tools
@@ -181,7 +189,7 @@ class Gateway:
             readiness=self.readiness,
             metrics=self.metrics.render,
             lifespan=self.running,
-            extra_routes=admin_routes(self),
+            extra_routes=admin_routes(self.admin),
         )
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -195,44 +203,7 @@ class Gateway:
                 ready = False
         return ready, detail
 
-    # -- approvals and the admin plane (gateway.web.backend.AdminBackend) --------------------
-
-    def public_url(self) -> str:
-        if self.admin.public_url:
-            return self.admin.public_url.rstrip("/")
-        host = self.config.gateway.host
-        host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.config.gateway.port}"
-
-    def decide_url(self, approval_id: str) -> str:
-        return f"{self.public_url()}/admin/approvals/{approval_id}"
-
-    async def decide(
-        self, approval_id: str, approve: bool, *, by: str, comment: str | None = None
-    ) -> ApprovalRecord:
-        return await self.approvals.decide(approval_id, approve, by=by, comment=comment)
-
-    def requested(self, record: ApprovalRecord) -> None:
-        self.metrics.approvals_pending.inc()  # re-read from the store on the next sweep
-        if self.webhook is not None:
-            self.webhook.submit(record)
-        log.info(
-            "approval %s requested: %s for %s (rule %s, %s)",
-            record.id,
-            record.tool,
-            record.client,
-            record.rule,
-            record.channel,
-        )
-
-    def decided(self, record: ApprovalRecord) -> None:
-        self.metrics.approvals.labels(record.status).inc()
-        self.metrics.approval_wait.observe(
-            max(0.0, (record.decided_at or self.clock.wall()) - record.created)
-        )
-        self.metrics.approvals_pending.dec()
-        log.info("approval %s %s by %s", record.id, record.status, record.decided_by or "nobody (expired)")
+    # -- approvals -------------------------------------------------------------------------
 
     async def _sweep_approvals(self) -> None:
         while True:
@@ -243,31 +214,6 @@ class Gateway:
             except Exception:
                 log.exception("approval records could not be swept")
             await anyio.sleep(_APPROVALS_SWEEP_S)
-
-    def upstreams(self) -> list[UpstreamView]:
-        tools: dict[str, int] = {}
-        for entry in self.catalog.tools.values():
-            tools[entry.server] = tools.get(entry.server, 0) + 1
-        return [
-            UpstreamView(
-                id=sid,
-                transport=sup.cfg.transport,
-                status=sup.health.status,
-                required=sup.cfg.required,
-                tools=tools.get(sid, 0),
-                error=sup.health.last_error,
-            )
-            for sid, sup in self.pool.supervisors.items()
-        ]
-
-    def circuits(self) -> list[CircuitView]:
-        return [
-            CircuitView(server=server, tool=tool or None, state=state)
-            for (server, tool), state in sorted(self.circuit_states.items())
-        ]
-
-    def recent_calls(self, limit: int = 50) -> list[RecentCall]:
-        return self.recent.newest(limit)
 
     # -- the catalog as each client sees it ------------------------------------------------
 
@@ -315,7 +261,9 @@ class Gateway:
         ]
         blocked = self.pins.blocked
         try:
-            await self.pins.reconcile(seen, lambda t: policies.resolve(_seen_context(t)).pinning)
+            await self.pins.reconcile(
+                seen, lambda t: policies.resolve_listed(_seen_context(t)).of(PINNING).mode
+            )
         except Exception as exc:  # a broken state store must not take the catalog down
             if not self._pins_stale:  # said once; checked again every refresh until it works
                 if isinstance(exc, StoreUnavailable):
@@ -348,28 +296,20 @@ class Gateway:
         if self._tg is not None:  # access and pinning modes may have changed what is listed
             self._tg.start_soon(self._catalog_changed)
 
-    def _on_circuit_state(self, server: str, tool: str, state: str) -> None:
-        self.metrics.circuit_state.labels(server, tool).set(STATE_GAUGE[state])
-        self.circuit_states[(server, tool)] = state
-
     def _on_pin_change(self, server: str, tool: str) -> None:
         self.metrics.pin_changes.labels(server, tool).inc()
 
-    # -- upstream events -------------------------------------------------------------------
+    # -- upstream events that change what clients see ---------------------------------------
 
-    def on_health(self, server: str, up: bool) -> None:
-        self.metrics.upstream_up.labels(server).set(1 if up else 0)
+    def _on_health(self, server: str, up: bool) -> None:
         if not up:  # "ready" waits for the catalog rebuild that follows an upstream coming up
             self._report_readiness()
 
-    def on_restart(self, server: str) -> None:
-        self.metrics.upstream_restarts.labels(server).inc()
-
-    def on_lists_changed(self, server: str) -> None:
+    def _on_lists_changed(self, server: str) -> None:
         if self._tg is not None:
             self._tg.start_soon(self._catalog_changed)
 
-    def on_resource_updated(self, server: str, uri: str) -> None:
+    def _on_resource_updated(self, server: str, uri: str) -> None:
         if self._tg is not None:
             self._tg.start_soon(self.handlers.announce_resource_updated, server, uri)
 

@@ -16,9 +16,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 venv: $(STAMP)
 
-# The venv comes first on PATH so `command = "python"` upstreams find the SDK.
+# The examples start with ${INTERLOCK_PYTHON}, the gateway's own interpreter: no PATH needed.
 run: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(BIN)/interlock serve --config servers.toml
+	$(BIN)/interlock serve --config servers.toml
 
 test: $(STAMP)
 	bash scripts/ensure-redis.sh

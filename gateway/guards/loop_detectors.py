@@ -16,52 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from gateway.guards.loop_history import (
-    DOC_VERSION,
-    FAILED,
-    HISTORY_SIZE,
-    MAX_CYCLE,
-    TRANSIENT,
-    History,
-    call_fingerprint,
-    call_key,
-    error_fingerprint,
-    history_size,
-    record_result,
-    result_fingerprint,
-    retry_wait,
-)
+from gateway.guards.loop_history import MAX_CYCLE, TRANSIENT, History
 
 if TYPE_CHECKING:
     from gateway.guards.loops import LoopSettings
-
-__all__ = [
-    "BUDGET_KINDS",
-    "DOC_VERSION",
-    "FAILED",
-    "HISTORY_SIZE",
-    "MAX_CYCLE",
-    "TRANSIENT",
-    "Evidence",
-    "History",
-    "Kind",
-    "budget_evidence",
-    "call_fingerprint",
-    "call_key",
-    "cycle",
-    "error_fingerprint",
-    "failing_retries",
-    "history_size",
-    "identical_calls",
-    "loop_evidence",
-    "polling_wait",
-    "record_result",
-    "result_fingerprint",
-    "retry_wait",
-    "session_budget",
-    "stuck_polling",
-    "tool_budget",
-]
 
 Kind = Literal[
     "identical_calls", "stuck_polling", "failing_retries", "cycle", "session_budget", "tool_budget"

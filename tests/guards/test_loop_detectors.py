@@ -10,26 +10,28 @@ from typing import Any
 import pytest
 
 from gateway.guards.loop_detectors import (
+    budget_evidence,
+    cycle,
+    failing_retries,
+    identical_calls,
+    loop_evidence,
+    polling_wait,
+    stuck_polling,
+)
+from gateway.guards.loop_history import (
     DOC_VERSION,
     FAILED,
     TRANSIENT,
     History,
-    budget_evidence,
+    _canonical,
     call_fingerprint,
     call_key,
-    cycle,
     error_fingerprint,
-    failing_retries,
     history_size,
-    identical_calls,
-    loop_evidence,
-    polling_wait,
     record_result,
     result_fingerprint,
     retry_wait,
-    stuck_polling,
 )
-from gateway.guards.loop_history import _canonical
 from gateway.guards.loops import LoopSettings
 from gateway.state.memory import decode_doc, encode_doc
 

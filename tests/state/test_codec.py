@@ -6,7 +6,7 @@ import pytest
 
 from gateway.approvals.records import canonical_digest
 from gateway.core.clock import ManualClock
-from gateway.guards.loop_detectors import call_fingerprint, error_fingerprint, result_fingerprint
+from gateway.guards.loop_history import call_fingerprint, error_fingerprint, result_fingerprint
 from gateway.state.base import StateStore
 from gateway.state.memory import decode_doc, encode_doc
 

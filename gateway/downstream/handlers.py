@@ -26,6 +26,7 @@ from gateway.core.errors import GatewayError, UnknownTool, UpstreamError
 from gateway.downstream.caller import RequestBackChannel, build_caller, new_request_id, remember_log_level
 from gateway.downstream.render import protocol_error, render
 from gateway.upstream import UpstreamPool
+from gateway.upstream.results import malformed_result, result_fault
 
 log = logging.getLogger("interlock.downstream")
 
@@ -99,7 +100,13 @@ class Handlers:
             result = await self.pipeline.run(call)
             if result.input_required and ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
                 result = await self._answer_input_requests(call, result, channel)
-            return _complete(ctx, dict(result.raw))
+            completed = _complete(ctx, dict(result.raw))
+            # The SDK would answer a result it cannot send in the caller's version with a bare
+            # -32603; the caller reads a tool error instead.
+            fault = result_fault(ctx.protocol_version, completed)
+            if fault is not None:
+                raise malformed_result(entry.server, fault)
+            return completed
         except MCPError:
             raise  # an upstream's protocol error, forwarded as sent
         except Exception as exc:

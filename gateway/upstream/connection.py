@@ -18,20 +18,34 @@ from mcp import Client
 from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import find_invalid_x_mcp_header, x_mcp_header_map
-from mcp_types import CLIENT_CAPABILITIES_META_KEY, CONNECTION_CLOSED, LOG_LEVEL_META_KEY, REQUEST_TIMEOUT
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    CONNECTION_CLOSED,
+    LOG_LEVEL_META_KEY,
+    PROTOCOL_VERSION_META_KEY,
+)
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.core.backchannel import current_backchannel
 from gateway.core.errors import GatewayError
 from gateway.upstream.backroute import BackRouter
-from gateway.upstream.translate import from_exception
+from gateway.upstream.translate import from_exception, from_malformed, from_sdk_error
 from gateway.upstream.transport import HttpStatusLog
+from gateway.upstream.wire import Malformed, PeerError, WireLog
 
 log = logging.getLogger("interlock.upstream")
 
 _LIST_PAGE_CAP = 100  # an upstream whose cursors never end must not hang the catalog
-# Errors the SDK raises itself (not the upstream): they describe the connection, not the call.
-_SDK_LOCAL_CODES = (CONNECTION_CLOSED, REQUEST_TIMEOUT)
+# The 2026-07-28 request envelope. A 2026-07-28 caller's request carries it; on a 2025-11-25
+# connection it is not the gateway's to forward (that era agreed version, identity and
+# capabilities at initialize, and dual-era servers refuse requests that carry it there).
+_ENVELOPE_KEYS = (
+    PROTOCOL_VERSION_META_KEY,
+    CLIENT_INFO_META_KEY,
+    CLIENT_CAPABILITIES_META_KEY,
+    LOG_LEVEL_META_KEY,
+)
 # Messages of the errors the SDK makes up when an HTTP answer carried no JSON-RPC error of its own.
 # A 400 or 404 that did carry one (e.g. -32021 missing capability) is the upstream speaking.
 _SDK_STAND_INS = ("Server returned an error response", "Not Found", "Session terminated")
@@ -39,12 +53,18 @@ _SDK_STAND_INS = ("Server returned an error response", "Not Found", "Session ter
 
 class UpstreamConnection:
     def __init__(
-        self, server: str, client: Client, router: BackRouter, status_log: HttpStatusLog | None
+        self,
+        server: str,
+        client: Client,
+        router: BackRouter,
+        status_log: HttpStatusLog | None,
+        wire: WireLog,
     ) -> None:
         self.server = server
         self.client = client
         self.router = router
         self.status_log = status_log
+        self.wire = wire
         self.protocol_version = client.protocol_version
         self.modern = self.protocol_version in MODERN_PROTOCOL_VERSIONS
         self.closed = anyio.Event()
@@ -83,6 +103,9 @@ class UpstreamConnection:
         client_token = meta.pop("progressToken", None)
         if channel is not None and client_token is not None:
             opts["on_progress"] = channel.progress  # the dispatcher mints a token of its own upstream
+        if not self.modern:
+            for key in _ENVELOPE_KEYS:
+                meta.pop(key, None)
         data: dict[str, Any] = {"method": method, "params": out}
         session._stamp(data, opts)
         if self.modern and channel is not None:
@@ -94,25 +117,43 @@ class UpstreamConnection:
             out.pop("_meta", None)
         if channel is not None:
             self.router.inflight[rid] = channel
+        self.wire.expect(rid)
         try:
             return await session._dispatcher.send_raw_request(method, out, opts)
         except anyio.get_cancelled_exc_class():
             raise
         except MCPError as exc:
-            status = self.status_log.pop(rid) if self.status_log else None
-            if exc.error.code == CONNECTION_CLOSED:
-                self.closed.set()  # the supervisor reconnects
-            if status is not None and (status[0] not in (400, 404) or exc.error.message in _SDK_STAND_INS):
-                raise from_exception(self.server, exc, status) from exc  # the HTTP status says more
-            if exc.error.code in _SDK_LOCAL_CODES:
-                raise from_exception(self.server, exc, None) from exc
-            raise
+            failure = self._failure(rid, exc)
+            if failure is exc:
+                raise
+            raise failure from exc
         except GatewayError:
             raise
         except Exception as exc:
             raise from_exception(self.server, exc, None) from exc
         finally:
             self.router.inflight.pop(rid, None)
+            self.wire.settle(rid)
+
+    def _failure(self, rid: str, exc: MCPError) -> Exception:
+        """What a failed request raises: the upstream's own JSON-RPC error stays an ``MCPError``;
+        everything else becomes a ``GatewayError``.
+
+        Whose error it is comes from the wire, never from the code: an upstream may send -32000
+        or -32001 for its own failures, the codes the SDK uses for a closed connection and a
+        timeout. Only an error with no answer from the upstream behind it is the SDK's.
+        """
+        verdict = self.wire.settle(rid)
+        status = self.status_log.pop(rid) if self.status_log else None
+        if isinstance(verdict, Malformed):
+            return from_malformed(self.server, verdict.fault)
+        if not (isinstance(verdict, PeerError) and verdict.raised_as(exc)):
+            if exc.error.code == CONNECTION_CLOSED:
+                self.closed.set()  # the supervisor reconnects
+            return from_sdk_error(self.server, exc, status)
+        if status is not None and (status[0] not in (400, 404) or exc.error.message in _SDK_STAND_INS):
+            return from_exception(self.server, exc, status)  # the HTTP status says more
+        return exc
 
     def learn_tools(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Teach the session each tool's ``x-mcp-header`` arguments (2026-07-28).

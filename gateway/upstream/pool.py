@@ -16,6 +16,7 @@ from gateway.core import Caller, ToolCall, ToolResult
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.errors import GatewayError, UpstreamUnavailable
 from gateway.upstream.connection import UpstreamConnection
+from gateway.upstream.results import malformed_result, result_fault
 from gateway.upstream.supervisor import Supervisor, UpstreamEvents, lanes_possible
 from gateway.upstream.translate import from_exception, is_protocol_error
 
@@ -130,6 +131,10 @@ class UpstreamPool:
             if is_protocol_error(exc):
                 raise  # forwarded to the client unchanged
             raise from_exception(call.server, exc, None) from exc
+        fault = result_fault(conn.protocol_version, raw)
+        if fault is not None:
+            log.warning("%s: tool %r answered with a malformed result (%s)", call.server, call.tool, fault)
+            raise malformed_result(call.server, fault)
         return ToolResult(raw)
 
     async def request(

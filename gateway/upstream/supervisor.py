@@ -25,6 +25,7 @@ from gateway.upstream import lists
 from gateway.upstream.backroute import BackRouter
 from gateway.upstream.connection import UpstreamConnection
 from gateway.upstream.transport import HttpStatusLog, StderrPump, http_transport, stdio_transport
+from gateway.upstream.wire import WireLog
 
 log = logging.getLogger("interlock.upstream")
 
@@ -101,6 +102,7 @@ class Supervisor:
         self._stopping = False
         self._scope: anyio.CancelScope | None = None
         self._pump: StderrPump | None = None
+        self._relist_due: anyio.Event | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -161,6 +163,8 @@ class Supervisor:
     async def _serve_once(self) -> None:
         router = BackRouter(self.server)
         status_log = HttpStatusLog() if isinstance(self.cfg, HttpServer) else None
+        wire = WireLog(http=isinstance(self.cfg, HttpServer))
+        self._relist_due = anyio.Event()  # a change announced while connecting is listed once up
         loop = asyncio.get_running_loop()
         gone = anyio.Event()
         if isinstance(self.cfg, StdioServer):
@@ -169,10 +173,10 @@ class Supervisor:
                 loop.call_soon_threadsafe(gone.set)
 
             self._pump = pump = StderrPump(self.server, on_eof=child_gone)
-            transport = stdio_transport(self.cfg, pump)
+            transport = stdio_transport(self.cfg, pump, wire, self.server)
         else:
             assert status_log is not None
-            transport = http_transport(self.cfg, status_log)
+            transport = http_transport(self.cfg, status_log, wire, self.server)
         client = Client(
             transport,
             mode=self.mode,
@@ -189,7 +193,7 @@ class Supervisor:
         with anyio.CancelScope(deadline=anyio.current_time() + self.cfg.connect_timeout_s) as scope:
             try:
                 async with client:
-                    conn = UpstreamConnection(self.server, client, router, status_log)
+                    conn = UpstreamConnection(self.server, client, router, status_log, wire)
                     if self.primary:
                         await self._refresh(conn)
                     scope.deadline = math.inf
@@ -218,6 +222,8 @@ class Supervisor:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeat, conn)
                 tg.start_soon(_wait_then_set, gone, conn.closed)
+                if self.primary:
+                    tg.start_soon(self._relister)
                 if conn.modern and self.primary:
                     tg.start_soon(self._listen, client, conn)
                 await conn.closed.wait()
@@ -280,6 +286,21 @@ class Supervisor:
             return
         self.events.on_lists_changed(self.server)
 
+    def _lists_changed(self) -> None:
+        """An upstream announced a list change. Announcements that arrive while a re-listing is
+        due or running only mark it due again: however many come, one more listing follows, not
+        one per announcement (an upstream may send them by the thousand)."""
+        if self._relist_due is not None:
+            self._relist_due.set()
+
+    async def _relister(self) -> None:
+        while True:
+            due = self._relist_due
+            assert due is not None
+            await due.wait()
+            self._relist_due = anyio.Event()
+            await self.refresh_now()
+
     async def _on_message(self, message: IncomingMessage) -> None:
         if isinstance(message, Exception):
             log.debug("%s: transport reported %r", self.server, message)
@@ -290,7 +311,7 @@ class Supervisor:
             | types.PromptListChangedNotification
             | types.ResourceListChangedNotification,
         ):
-            await self.refresh_now()
+            self._lists_changed()
         elif isinstance(message, types.ResourceUpdatedNotification):
             self.events.on_resource_updated(self.server, message.params.uri)
 
@@ -304,7 +325,7 @@ class Supervisor:
                     if isinstance(event, ResourceUpdated):
                         self.events.on_resource_updated(self.server, event.uri)
                     else:
-                        await self.refresh_now()
+                        self._lists_changed()
         except Exception as exc:
             # Many servers have none (the method is optional); list changes then come with refreshes.
             log.debug("%s: no list-change stream (%s)", self.server, type(exc).__name__)

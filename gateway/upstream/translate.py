@@ -75,6 +75,25 @@ def from_http_status(server: str, status: int, retry_after: str | None) -> e.Gat
     return e.UpstreamError(f"{server} answered HTTP {status}", details=details)
 
 
+def from_sdk_error(server: str, exc: MCPError, http_status: tuple[int, str | None] | None) -> e.GatewayError:
+    """Classify an error the SDK raised itself, with no answer from the upstream behind it."""
+    if http_status is not None:
+        return from_http_status(server, *http_status)
+    if exc.error.code == CONNECTION_CLOSED:
+        return e.UpstreamUnavailable(f"the connection to {server} closed during the call")
+    if exc.error.code == REQUEST_TIMEOUT:
+        return e.UpstreamTimeout(f"{server} did not answer in time")
+    return e.UpstreamUnavailable(f"the request to {server} failed: {exc.error.message[:300]}")
+
+
+def from_malformed(server: str, fault: str) -> e.GatewayError:
+    """The upstream answered, but not with a JSON-RPC response the gateway can read."""
+    return e.UpstreamError(
+        f"{server} sent an answer that is not valid JSON-RPC: {fault}",
+        details={"reason": "malformed_response", "fault": fault},
+    )
+
+
 def from_exception(
     server: str, exc: BaseException, http_status: tuple[int, str | None] | None
 ) -> e.GatewayError:
@@ -83,12 +102,8 @@ def from_exception(
         return exc
     if http_status is not None:
         return from_http_status(server, *http_status)
-    if isinstance(exc, MCPError):
+    if isinstance(exc, MCPError):  # the upstream's own JSON-RPC error, whatever its code
         code = exc.error.code
-        if code == CONNECTION_CLOSED:
-            return e.UpstreamUnavailable(f"the connection to {server} closed during the call")
-        if code == REQUEST_TIMEOUT:
-            return e.UpstreamTimeout(f"{server} did not answer in time")
         details = {"jsonrpc_code": code, "upstream_message": exc.error.message[:500]}
         return e.UpstreamError(f"{server} answered with an error: {exc.error.message[:300]}", details=details)
     if isinstance(exc, TimeoutError):

@@ -17,6 +17,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from gateway.config import HttpServer, StdioServer
+from gateway.upstream.wire import WireLog, WireWatch
 
 log = logging.getLogger("interlock.upstream")
 
@@ -50,7 +51,9 @@ def _request_id_of(body: bytes) -> str | None:
 
 
 @asynccontextmanager
-async def http_transport(cfg: HttpServer, status_log: HttpStatusLog) -> AsyncIterator[TransportStreams]:
+async def http_transport(
+    cfg: HttpServer, status_log: HttpStatusLog, wire: WireLog, server: str
+) -> AsyncIterator[TransportStreams]:
     async def on_response(response: httpx2.Response) -> None:
         if response.status_code < 400:
             return
@@ -67,9 +70,9 @@ async def http_transport(cfg: HttpServer, status_log: HttpStatusLog) -> AsyncIte
         httpx2.AsyncClient(
             headers=dict(cfg.headers), timeout=timeout, limits=limits, event_hooks=hooks
         ) as client,
-        streamable_http_client(cfg.url, http_client=client) as streams,
+        streamable_http_client(cfg.url, http_client=client) as (read, write),
     ):
-        yield streams
+        yield WireWatch(read, wire, server), write
 
 
 class StderrPump:
@@ -116,11 +119,21 @@ class StderrPump:
 
 
 @asynccontextmanager
-async def stdio_transport(cfg: StdioServer, pump: StderrPump) -> AsyncIterator[TransportStreams]:
-    params = StdioServerParameters(command=cfg.command, args=list(cfg.args), env=dict(cfg.env), cwd=cfg.cwd)
+async def stdio_transport(
+    cfg: StdioServer, pump: StderrPump, wire: WireLog, server: str
+) -> AsyncIterator[TransportStreams]:
+    params = StdioServerParameters(
+        command=cfg.command,
+        args=list(cfg.args),
+        env=dict(cfg.env),
+        cwd=cfg.cwd,
+        # Strict decoding would let one stray byte on stdout kill the reader for good. Replaced,
+        # it becomes U+FFFD: a garbage line then fails to parse and is skipped like any other.
+        encoding_error_handler="replace",
+    )
     try:
-        async with stdio_client(params, errlog=pump.writer) as streams:
+        async with stdio_client(params, errlog=pump.writer) as (read, write):
             pump.release_writer()
-            yield streams
+            yield WireWatch(read, wire, server), write
     finally:
         pump.release_writer()

@@ -1,10 +1,9 @@
 """Fault injection from upstreams: an upstream that lies or breaks must cost its own callers a
 structured error, never a hang or a protocol error, and must cost everyone else nothing.
 
-``rg`` is tests/fixtures/rogue_server.py (raw JSON-RPC over stdio, one fault per tool); ``fs`` is
-the well-behaved fixture server beside it. The tests marked xfail pin defects whose fix lies
-outside the downstream edge (the upstream transport and the tools/call handler); each reason says
-what goes wrong today.
+``rg`` is tests/fixtures/rogue_server.py (raw JSON-RPC over stdio, one fault per tool), ``rh`` the
+same over HTTP for the faults an HTTP body can carry, ``rm`` the same in the 2026-07-28 era; ``fs`` is
+the well-behaved fixture server beside it. Each test's docstring says what used to go wrong.
 """
 
 from __future__ import annotations
@@ -19,18 +18,39 @@ import anyio
 import httpx2
 import pytest
 
-from tests.e2e.raw import call, final, legacy_headers, open_session, post, request, tool_error_code
-from tests.support import FIXTURE_SERVER, ROOT, Proc, gateway, stdio_server_toml
+from tests.e2e.raw import (
+    call,
+    final,
+    legacy_headers,
+    modern_headers,
+    open_session,
+    post,
+    request,
+    tool_error_code,
+)
+from tests.support import (
+    ERROR_META_KEY,
+    FIXTURE_SERVER,
+    PYTHON,
+    ROOT,
+    Proc,
+    free_port,
+    gateway,
+    http_server_toml,
+    spawn,
+    stdio_server_toml,
+    wait_http,
+)
 
 pytestmark = pytest.mark.anyio
 
 ROGUE = str(ROOT / "tests" / "fixtures" / "rogue_server.py")
-CALL_TIMEOUT_S = 2  # how long a dropped answer is waited for; the xfail cases end by it today
+CALL_TIMEOUT_S = 2  # a call that waits for an answer already given would end by it
 # The breaker and loop detection would turn repeated faults into refusals of the next case.
 RELAXED_POLICY = """
 [[rules]]
 name = "faults"
-match = { servers = ["rg", "fs"] }
+match = { servers = ["rg", "rh", "rm", "fs"] }
 breaker = { enabled = false }
 loops = { enabled = false }
 """
@@ -41,16 +61,24 @@ class Rogue:
     gateway: Proc
     session: str
 
-    async def call(self, tool: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The answer to one tools/call: its result, or the JSON-RPC error it got."""
-        body = json.dumps(call(tool, arguments or {}, rid=tool))
+    async def call(
+        self, tool: str, arguments: dict[str, Any] | None = None, *, modern: bool = False
+    ) -> dict[str, Any]:
+        """The answer to one tools/call (from a 2025-11-25 session, or sessionless 2026-07-28):
+        its result, or the JSON-RPC error it got."""
+        message = call(tool, arguments or {}, modern=modern, rid=tool)
+        headers = modern_headers(message) if modern else legacy_headers(self.session)
         async with httpx2.AsyncClient(timeout=30) as client:
-            return final(await post(client, self.gateway.mcp_url, body, legacy_headers(self.session)))
+            return final(await post(client, self.gateway.mcp_url, json.dumps(message), headers))
 
     async def result(self, tool: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
         answer = await self.call(tool, arguments)
         assert "result" in answer, answer
         return dict(answer["result"])
+
+    async def text(self, tool: str) -> str:
+        """The text a well-behaved tool answered."""
+        return str((await self.result(tool))["content"][0]["text"])
 
     async def tool_names(self) -> list[str]:
         async with httpx2.AsyncClient(timeout=30) as client:
@@ -66,13 +94,21 @@ class Rogue:
         assert self.gateway.proc.poll() is None
 
 
-def _start(tmp: Path) -> Iterator[Rogue]:
+def gateway_error(result: dict[str, Any]) -> dict[str, Any]:
+    """The gateway's error in a raw tools/call result: in ``_meta``, and the same in the text."""
+    assert result.get("isError") is True, result
+    error = result["_meta"][ERROR_META_KEY]
+    assert json.loads(result["content"][0]["text"]) == {"error": error}, result
+    return dict(error)
+
+
+def _start(tmp: Path, rogue_toml: str | None = None) -> Iterator[Rogue]:
     (tmp / "policies").mkdir()
     (tmp / "policies" / "default.toml").write_text((ROOT / "policies" / "default.toml").read_text())
     (tmp / "policies" / "50-faults.toml").write_text(RELAXED_POLICY)
     config = (
         f"[gateway]\ncall_timeout_s = {CALL_TIMEOUT_S}\n\n"
-        + stdio_server_toml("rg", ROGUE)
+        + (rogue_toml or stdio_server_toml("rg", ROGUE))
         + stdio_server_toml("fs", FIXTURE_SERVER, "--name", "fs")
     )
     with gateway(config, tmp) as gw:
@@ -89,6 +125,22 @@ def rogue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rogue]:
 def fresh_rogue(tmp_path: Path) -> Iterator[Rogue]:
     """For the faults that break the connection or count what the upstream saw."""
     yield from _start(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def modern_rogue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rogue]:
+    """The rogue as ``rm``, in the 2026-07-28 era."""
+    yield from _start(tmp_path_factory.mktemp("modern-faults"), stdio_server_toml("rm", ROGUE, "--modern"))
+
+
+@pytest.fixture(scope="module")
+def http_rogue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rogue]:
+    """The rogue as ``rh``, over HTTP."""
+    tmp = tmp_path_factory.mktemp("http-faults")
+    port = free_port()
+    with spawn([PYTHON, ROGUE, "--http-port", str(port)], tmp / "rogue.log") as upstream:
+        wait_http(f"http://127.0.0.1:{port}/mcp", proc=upstream.proc)
+        yield from _start(tmp, http_server_toml("rh", f"http://127.0.0.1:{port}/mcp"))
 
 
 async def _until_echo_works(rogue: Rogue) -> None:
@@ -166,54 +218,55 @@ async def test_an_upstream_that_dies_mid_response_costs_one_structured_error(fre
     await _until_echo_works(fresh_rogue)  # the supervisor restarts it
 
 
-# -- defects outside the downstream edge (xfail until fixed) ------------------------------------
+# -- faults that used to hang a call, restart the upstream or surface as protocol errors ---------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a result of the wrong shape (content not a list, structuredContent not an object) becomes "
-    "the SDK's -32603 'Handler returned an invalid result' protocol error, with a traceback in the log, "
-    "instead of a tool-plane upstream_error (handlers.call_tool should check the shape)",
-)
 @pytest.mark.parametrize("tool", ["rg__content_not_list", "rg__structured_not_object"])
 async def test_a_result_of_the_wrong_shape_is_a_tool_plane_upstream_error(rogue: Rogue, tool: str) -> None:
+    """The SDK's server would send it as a bare -32603 "Handler returned an invalid result", with
+    a traceback in the gateway log."""
     answer = await rogue.call(tool)
     assert "result" in answer, answer
-    assert tool_error_code(answer["result"]) == "upstream_error"
+    error = gateway_error(answer["result"])
+    assert error["code"] == "upstream_error", error
+    assert error["details"]["reason"] == "malformed_result", error
     await rogue.others_are_served()
+    assert "returned an invalid result" not in rogue.gateway.log()  # the SDK's, with its traceback
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the SDK's stdio client drops a response it cannot validate (result not an object, error "
-    "code not an integer, no error message) with an ERROR log; the call waits out its whole timeout "
-    "and ends as outcome_unknown. The upstream transport should answer the waiting id with an error",
-)
 @pytest.mark.parametrize(
-    "tool", ["rg__result_not_object", "rg__result_null", "rg__bizarre_error", "rg__error_no_message"]
+    ("tool", "fault"),
+    [
+        ("rg__result_not_object", "its result is an array, not an object"),
+        ("rg__result_null", "its result is null, not an object"),
+        ("rg__bizarre_error", "its error code is a string, not an integer"),
+        ("rg__error_no_message", "its error has no message"),
+    ],
 )
-async def test_a_response_that_breaks_json_rpc_fails_the_call_at_once(rogue: Rogue, tool: str) -> None:
-    result = await rogue.result(tool)
-    assert tool_error_code(result) == "upstream_error", result
+async def test_a_response_that_breaks_json_rpc_fails_the_call_at_once(
+    rogue: Rogue, tool: str, fault: str
+) -> None:
+    """The SDK drops a response it cannot validate; the call used to wait out its whole timeout
+    and end as outcome_unknown, though the upstream had answered."""
+    error = gateway_error(await rogue.result(tool))
+    assert error["code"] == "upstream_error", error
+    assert error["details"] == {"reason": "malformed_response", "fault": fault}, error
     await rogue.others_are_served()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="UpstreamConnection.request (gateway/upstream/connection.py) tells the SDK's own errors "
-    "from the upstream's by code: an upstream's -32000 (the usual 'server error') is taken for "
-    "CONNECTION_CLOSED, so the connection is torn down and the upstream restarted, failing every call "
-    "in flight; an upstream's -32001 is taken for the SDK's REQUEST_TIMEOUT and reported as "
-    "outcome_unknown. Compare by identity (the dispatcher's closed outcome) or by the session's state",
-)
 @pytest.mark.parametrize("code", [-32000, -32001])
 async def test_an_upstream_error_code_that_the_sdk_also_uses_is_the_upstreams(
     fresh_rogue: Rogue, code: int
 ) -> None:
-    result = await fresh_rogue.result("rg__plain_error", {"code": code})
-    assert tool_error_code(result) == "upstream_error", result
+    """-32000 and -32001 are also the SDK's codes for a closed connection and a timeout; the
+    upstream's own were taken for them (the connection torn down, or outcome_unknown)."""
+    pid = await fresh_rogue.text("rg__pid")
+    error = gateway_error(await fresh_rogue.result("rg__plain_error", {"code": code}))
+    assert error["code"] == "upstream_error", error
+    assert error["details"]["jsonrpc_code"] == code, error
     after = await fresh_rogue.result("rg__echo", {"text": "same connection"})
     assert after["content"] == [{"type": "text", "text": "same connection"}], after
+    assert await fresh_rogue.text("rg__pid") == pid, "the upstream was restarted"
 
 
 async def test_an_ordinary_upstream_error_code_is_an_upstream_error(rogue: Rogue) -> None:
@@ -222,30 +275,93 @@ async def test_an_ordinary_upstream_error_code_is_an_upstream_error(rogue: Rogue
     assert (await rogue.result("rg__echo", {"text": "next"}))["content"][0]["text"] == "next"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="one line of invalid UTF-8 on a stdio upstream's stdout kills the SDK's reader "
-    "(UnicodeDecodeError, strict decoding); calls then time out until the heartbeat notices. "
-    "StdioServerParameters(encoding_error_handler='replace') in gateway/upstream/transport.py would "
-    "skip the line like any other garbage",
-)
 async def test_a_line_of_invalid_utf8_from_a_stdio_upstream_is_skipped(fresh_rogue: Rogue) -> None:
+    """Strict decoding killed the SDK's stdio reader for good; calls then timed out until the
+    heartbeat noticed."""
+    pid = await fresh_rogue.text("rg__pid")
     result = await fresh_rogue.result("rg__invalid_utf8_stdout")
     assert result["content"] == [{"type": "text", "text": "after the invalid line"}], result
+    assert (await fresh_rogue.result("rg__echo", {"text": "still"}))["content"][0]["text"] == "still"
+    assert await fresh_rogue.text("rg__pid") == pid, "the upstream was restarted"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="every notifications/tools/list_changed triggers its own full re-listing of the upstream "
-    "(and its warnings): a flood of N notifications costs N tools/list requests. The supervisor should "
-    "coalesce list changes that arrive while a re-listing is pending",
-)
 async def test_a_flood_of_list_changes_is_coalesced(fresh_rogue: Rogue) -> None:
+    """Each notifications/tools/list_changed cost a full re-listing (and its warnings)."""
     await fresh_rogue.result("rg__notification_flood", {"count": 300})  # 100 of them are list changes
     seen, stable = -1, 0
     with anyio.fail_after(60):
         while stable < 5:  # until the re-listing it caused has settled
-            count = int((await fresh_rogue.result("rg__listings"))["content"][0]["text"])
+            count = int(await fresh_rogue.text("rg__listings"))
             stable, seen = (stable + 1, seen) if count == seen else (0, count)
             await anyio.sleep(0.1)
-    assert seen <= 5, f"{seen} tools/list requests for one burst of 100 list changes"
+    # The listing at connect, the one the first change started, and at most one for the rest.
+    assert 2 <= seen <= 3, f"{seen} tools/list requests for one burst of 100 list changes"
+
+
+# -- the same faults over HTTP, where the SDK's transport answers some of them itself ------------
+
+MALFORMED_OVER_HTTP = "its HTTP response body is not a valid JSON-RPC response"
+
+
+@pytest.mark.parametrize("code", [-32000, -32001])
+async def test_over_http_an_upstream_error_code_that_the_sdk_also_uses_is_the_upstreams(
+    http_rogue: Rogue, code: int
+) -> None:
+    handshakes = await http_rogue.text("rh__handshakes")
+    error = gateway_error(await http_rogue.result("rh__plain_error", {"code": code}))
+    assert error["code"] == "upstream_error", error
+    assert error["details"]["jsonrpc_code"] == code, error
+    assert (await http_rogue.result("rh__echo", {"text": "next"}))["content"][0]["text"] == "next"
+    assert await http_rogue.text("rh__handshakes") == handshakes, "the gateway reconnected"
+
+
+@pytest.mark.parametrize(
+    "tool", ["rh__result_not_object", "rh__result_null", "rh__bizarre_error", "rh__error_no_message"]
+)
+async def test_over_http_a_response_that_breaks_json_rpc_is_an_upstream_error(
+    http_rogue: Rogue, tool: str
+) -> None:
+    """The SDK's HTTP transport answers the request itself, with -32700 "Failed to parse JSON
+    response", which the gateway forwarded to the agent as if the agent's request had not parsed."""
+    answer = await http_rogue.call(tool)
+    assert "result" in answer, answer
+    error = gateway_error(answer["result"])
+    assert error["code"] == "upstream_error", error
+    assert error["details"] == {"reason": "malformed_response", "fault": MALFORMED_OVER_HTTP}, error
+    await http_rogue.others_are_served()
+
+
+# -- results judged in the era they are read in --------------------------------------------------
+
+
+async def test_a_result_valid_only_in_2026_reaches_a_2026_caller_and_is_an_error_for_a_2025_one(
+    modern_rogue: Rogue,
+) -> None:
+    """2026-07-28 allows any JSON value in ``structuredContent``; 2025-11-25 wants an object. The
+    SDK would answer the 2025-11-25 caller with a bare -32603."""
+    modern = await modern_rogue.call("rm__structured_not_object", modern=True)
+    assert modern["result"]["structuredContent"] == [1, 2, 3], modern
+    assert modern["result"]["resultType"] == "complete", modern
+    legacy = await modern_rogue.call("rm__structured_not_object")
+    assert "result" in legacy, legacy
+    error = gateway_error(legacy["result"])
+    assert error["code"] == "upstream_error", error
+    assert error["details"]["reason"] == "malformed_result", error
+
+
+@pytest.mark.parametrize("modern", [True, False])
+async def test_a_2026_upstreams_content_that_is_not_a_list_is_an_upstream_error(
+    modern_rogue: Rogue, modern: bool
+) -> None:
+    """The SDK's 2026-07-28 result type accepts it as an input request and sends it on with its
+    content stripped: an empty success."""
+    answer = await modern_rogue.call("rm__content_not_list", modern=modern)
+    assert "result" in answer, answer
+    error = gateway_error(answer["result"])
+    assert error["code"] == "upstream_error", error
+    assert error["details"] == {
+        "reason": "malformed_result",
+        "fault": "content: Input should be a valid list",
+    }
+    result = await modern_rogue.result("rm__echo", {"text": "fine"})
+    assert result["content"] == [{"type": "text", "text": "fine"}], result

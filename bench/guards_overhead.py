@@ -75,7 +75,8 @@ from gateway.config.units import ExplainView
 from gateway.core import Caller, CallNext, SystemClock, ToolCall, ToolResult
 from gateway.downstream.caller import new_request_id
 from gateway.guards.pinning import PINNING, PinBook, SeenTool
-from gateway.guards.validation import VALIDATION, ArgumentValidation, SchemaCache
+from gateway.guards.schemas import SchemaCache
+from gateway.guards.validation import VALIDATION, ArgumentValidation
 from gateway.observe.metrics import Metrics
 from gateway.observe.observer import observer
 from gateway.observe.recent import RecentCalls

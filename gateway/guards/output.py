@@ -14,8 +14,9 @@ from gateway.config.units import ExplainView, Key, Rows, Unit
 from gateway.core import CallNext, Clock, SystemClock, ToolCall, ToolResult
 from gateway.core.errors import InvalidOutput
 from gateway.core.policy import Mode
+from gateway.guards.schemas import MAX_VIOLATIONS, SchemaCache
 from gateway.guards.stage import GuardDeps, Stage
-from gateway.guards.validation import MAX_VIOLATIONS, SchemaCache, shared_schemas
+from gateway.guards.validation import shared_schemas
 from gateway.guards.violations import violations_from
 
 log = logging.getLogger("interlock.guards.output")

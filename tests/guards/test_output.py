@@ -21,7 +21,8 @@ from gateway.guards.output import (
     SizeCap,
     json_size,
 )
-from gateway.guards.validation import ArgumentValidation, SchemaCache
+from gateway.guards.schemas import SchemaCache
+from gateway.guards.validation import ArgumentValidation
 from tests.calls import policy_of
 
 pytestmark = pytest.mark.anyio

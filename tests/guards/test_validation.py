@@ -12,13 +12,8 @@ import pytest
 from gateway.core import ToolCall, ToolResult, build_chain
 from gateway.core.errors import InvalidArguments
 from gateway.core.policy import ResolvedPolicy
-from gateway.guards.validation import (
-    MAX_SCHEMA_BYTES,
-    ArgumentConstraint,
-    ArgumentValidation,
-    SchemaCache,
-    ValidationSettings,
-)
+from gateway.guards.schemas import MAX_SCHEMA_BYTES, ArgumentConstraint, SchemaCache
+from gateway.guards.validation import ArgumentValidation, ValidationSettings
 from gateway.guards.violations import MAX_PATTERN_INPUT_CHARS, regex_risk
 from tests.calls import Recorder, policy_of, tool_call
 

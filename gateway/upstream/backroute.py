@@ -89,7 +89,10 @@ class BackRouter:
 
     async def log_message(self, params: types.LoggingMessageNotificationParams) -> None:
         channel = self.pick()
-        if channel is not None:
-            await channel.notify(
-                "notifications/message", params.model_dump(by_alias=True, mode="json", exclude_none=True)
-            )
+        if channel is None:
+            # No one call to hear it (none in flight, or several sessions'): the operator may still.
+            log.debug("%s log (%s, %s): %s", self.server, params.level, params.logger or "-", params.data)
+            return
+        await channel.notify(
+            "notifications/message", params.model_dump(by_alias=True, mode="json", exclude_none=True)
+        )

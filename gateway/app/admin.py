@@ -5,6 +5,7 @@ from __future__ import annotations
 from gateway.approvals import ApprovalRecord, ApprovalService
 from gateway.catalog import Catalog
 from gateway.config import Config
+from gateway.core.net import local_origin
 from gateway.observe.recent import RecentCall, RecentCalls
 from gateway.upstream import UpstreamPool
 from gateway.web.backend import CircuitView, UpstreamView
@@ -33,10 +34,7 @@ class AdminView:
     def public_url(self) -> str:
         if self.admin.public_url:
             return self.admin.public_url.rstrip("/")
-        host = self.config.gateway.host
-        host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.config.gateway.port}"
+        return local_origin(self.config.gateway.host, self.config.gateway.port)
 
     def decide_url(self, approval_id: str) -> str:
         return f"{self.public_url()}/admin/approvals/{approval_id}"

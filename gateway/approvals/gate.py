@@ -37,7 +37,7 @@ from gateway.approvals.rounds import INPUT_KEY, Rounds
 from gateway.approvals.service import ApprovalService, DecisionConflict
 from gateway.config import ApprovalSettings, PolicyContext
 from gateway.config.policy import ANNOTATION_DEFAULTS
-from gateway.core import CallNext, ToolCall, ToolResult, current_backchannel
+from gateway.core import CallNext, Guard, ToolCall, ToolResult, current_backchannel
 from gateway.core import errors as e
 from gateway.core.clock import Clock
 from gateway.guards.outage import store_down_error
@@ -365,10 +365,8 @@ def _default_reason(req: ApprovalRequirement) -> str:
     return f"rule {req.rule} requires approval"
 
 
-def _build(deps: GuardDeps) -> ApprovalGate | None:
-    gate = deps.approval
-    assert gate is None or isinstance(gate, ApprovalGate)
-    return gate
+def _build(deps: GuardDeps) -> Guard | None:
+    return deps.approval
 
 
 STAGE = Stage("approval", _build, APPROVAL)

@@ -14,6 +14,7 @@ from gateway import __version__
 from gateway.cli.approvals import register as register_approvals
 from gateway.config import Config, ConfigError, load_config
 from gateway.config.loader import with_overrides
+from gateway.core.net import http_origin, local_origin
 
 if TYPE_CHECKING:
     import socket
@@ -106,8 +107,7 @@ def _server(config: uvicorn.Config, *, on_bound: Callable[[list[str]], None]) ->
 
 
 def _mcp_url(address: Any) -> str:
-    host, port = address[0], address[1]
-    return f"http://[{host}]:{port}/mcp" if ":" in host else f"http://{host}:{port}/mcp"
+    return f"{http_origin(address[0], address[1])}/mcp"
 
 
 def cmd_stdio(args: argparse.Namespace) -> int:
@@ -148,9 +148,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     base = args.url
     if base is None:
         settings = _overridden(_load(args.config), args).gateway
-        host = "127.0.0.1" if settings.host in ("0.0.0.0", "", "::") else settings.host
-        host = f"[{host}]" if ":" in host else host
-        base = f"http://{host}:{settings.port}"
+        base = local_origin(settings.host, settings.port)
     url = f"{base.rstrip('/')}/{'readyz' if args.ready else 'healthz'}"
     try:
         with urllib.request.urlopen(url, timeout=args.timeout) as response:

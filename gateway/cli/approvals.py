@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from gateway.config import ConfigError, expand
 from gateway.config.loader import parse_toml
+from gateway.core.net import local_origin
 from gateway.web.fmt import countdown
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -186,12 +187,7 @@ def url_from_config(path: Path, env: Mapping[str, str]) -> str:
     port = gateway.get("port", 8080)
     if not isinstance(port, int) or isinstance(port, bool):
         raise Failure(USAGE, f"{path}: gateway.port: expected a number, got {port!r}")
-    # A gateway listening on every address is reached here on loopback.
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    return local_origin(host, port)
 
 
 def _expanded(value: str, path: Path, key: str, env: Mapping[str, str]) -> str:

@@ -29,27 +29,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from gateway.config.cel import CelError, Expression, compile_expression
-from gateway.config.models import (
-    NAME_PATTERN,
-    NOT_BOOL_FLOAT,
-    NOT_BOOL_INT,
-    TOOL_NAME_PATTERN,
-    NonEmpty,
-    Seconds,
-)
+from gateway.config.models import NAME_PATTERN, NOT_BOOL_FLOAT, NOT_BOOL_INT
 from gateway.config.units import Key, PolicyTable, Unit
-from gateway.core.errors import ALL_ERRORS
-
-__all__ = ["NonEmpty", "PolicyTable", "Seconds"]
-
-ERROR_CODES: tuple[str, ...] = tuple(error.code for error in ALL_ERRORS)
-"""Codes a hint can be given for: the gateway's closed set."""
 
 PositiveInt = Annotated[int, Field(gt=0), NOT_BOOL_INT]
 NonNegativeInt = Annotated[int, Field(ge=0), NOT_BOOL_INT]
 Number = Annotated[float, Field(allow_inf_nan=False), NOT_BOOL_FLOAT]
 RuleName = Annotated[str, Field(pattern=NAME_PATTERN)]
-ToolName = Annotated[str, Field(pattern=TOOL_NAME_PATTERN)]
 Glob = Annotated[str, Field(min_length=1)]
 Globs = Annotated[list[Glob], Field(min_length=1)]
 Rate = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False), NOT_BOOL_FLOAT]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -192,7 +191,3 @@ def json_text(value: Any) -> str:
         value = int(value)  # TOML's `5000` read as a bound is 5000.0; show what was written
     text = json.dumps(value, ensure_ascii=False, default=repr)
     return text if len(text) <= 200 else text[:200] + "..."
-
-
-def frozen_map(values: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(dict(values))

@@ -23,3 +23,18 @@ def is_loopback_address(address: str | None) -> bool:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
         return address == "localhost"
+
+
+def http_origin(host: str, port: int) -> str:
+    """``http://host:port``, an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def local_origin(host: str, port: int) -> str:
+    """Where a process on this machine reaches a server listening on ``host:port``: one that
+    listens on every address (``0.0.0.0``, ``::``, empty) is reached on loopback."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return http_origin(host, port)

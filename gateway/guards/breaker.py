@@ -13,8 +13,8 @@ from typing import Any, Literal, Self
 import anyio
 from pydantic import model_validator
 
-from gateway.config.models import Loc, Seconds, problems_error
-from gateway.config.policy_models import Multiplier, PositiveInt, Rate, ToolName
+from gateway.config.models import Loc, Seconds, ToolName, problems_error
+from gateway.config.policy_models import Multiplier, PositiveInt, Rate
 from gateway.config.units import ExplainView, Key, PolicyTable, Rows, Unit, fields_text, merged
 from gateway.core import CallNext, Clock, GatewayError, ToolCall, ToolResult
 from gateway.core.errors import CircuitOpen

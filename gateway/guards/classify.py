@@ -17,8 +17,8 @@ from typing import Self
 
 from pydantic import model_validator
 
-from gateway.config.models import problems_error
-from gateway.config.policy_models import NonEmpty, code_type, regex_problem
+from gateway.config.models import NonEmpty, problems_error
+from gateway.config.policy_models import code_type, regex_problem
 from gateway.config.units import ExplainView, Key, PolicyTable, Rows, Unit, appended
 from gateway.core import CallNext, Clock, SystemClock, ToolCall, ToolResult
 from gateway.core import errors as e

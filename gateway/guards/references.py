@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from gateway.config.policy_models import Cel, NonEmpty, Seconds, ToolName, cel
+from gateway.config.models import NonEmpty, Seconds, ToolName
+from gateway.config.policy_models import Cel, cel
 from gateway.config.units import ExplainView, Key, PolicyTable, Rows, Unit, appended
 from gateway.core import CallNext, Clock, GatewayError, ToolCall, ToolResult
 from gateway.core.errors import InvalidArguments, NotFound

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config.policy_models import NonEmpty, PositiveInt
+from gateway.config.models import NonEmpty
+from gateway.config.policy_models import PositiveInt
 from gateway.config.units import ExplainView, Key, Rows, Unit, appended_once, json_text
 from gateway.core import CallNext, ToolCall, ToolResult
 from gateway.core.errors import GatewayError

@@ -10,8 +10,9 @@ from types import MappingProxyType
 import anyio
 from mcp.shared.exceptions import MCPError
 
-from gateway.config.policy_models import NonEmpty, code_type
-from gateway.config.units import ExplainView, Key, Rows, Unit, frozen_map, json_text, merged
+from gateway.config.models import NonEmpty
+from gateway.config.policy_models import code_type
+from gateway.config.units import ExplainView, Key, Rows, Unit, json_text, merged
 from gateway.core import CallNext, ToolCall, ToolResult
 from gateway.core.errors import ALL_ERRORS, GatewayError, InternalError
 from gateway.guards.stage import GuardDeps, Stage
@@ -42,7 +43,7 @@ HINTS: Unit[Hints] = Unit(
             combine=merged,
         )
     },
-    build=lambda values: Hints(frozen_map(values["hints"])),
+    build=lambda values: Hints(MappingProxyType(values["hints"])),
     rows=_rows,
 )
 

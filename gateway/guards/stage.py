@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.config.units import Unit
-from gateway.core import Caller, Guard, ToolResult
+from gateway.core import Caller, Guard, ToolCall, ToolResult
 from gateway.core.clock import Clock
 from gateway.core.policy import ResolvedPolicy
 from gateway.state.base import StateStore
+
+if TYPE_CHECKING:  # both modules build their guards from these deps
+    from gateway.guards.pinning import PinBook
+    from gateway.guards.retry import RetryBudget
 
 
 class LookupRunner(Protocol):
@@ -45,7 +49,7 @@ class NoEvents:
         pass
 
 
-Resolver = Callable[[Any], ResolvedPolicy]
+Resolver = Callable[[ToolCall], ResolvedPolicy]
 """Resolves the policy of a ``ToolCall`` (``PolicySet.resolve_call`` of the policy in force)."""
 
 
@@ -59,11 +63,11 @@ class GuardDeps:
     """Counters and windows: rate limits, loop histories, breakers, concurrency slots."""
     lookup: LookupRunner
     """Runs another tool call through the whole pipeline (reference checks, breaker fallbacks)."""
-    pins: Any = None
-    """The ``PinBook`` (``gateway.guards.pinning``); None: pinning refuses nothing."""
+    pins: PinBook | None = None
+    """The tool pins; None: pinning refuses nothing."""
     events: GuardEvents = field(default_factory=NoEvents)
-    budget: Any = None
-    """A ``RetryBudget`` shared by the retry guard; None: one in memory."""
+    budget: RetryBudget | None = None
+    """The retry guard's budget per upstream; None: one in memory."""
     approval: Guard | None = None
     """The human approval gate, built above this layer (``gateway.approvals``)."""
     shared: dict[str, Any] = field(default_factory=dict)

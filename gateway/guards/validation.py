@@ -13,8 +13,8 @@ from typing import Annotated, Any, Self
 
 from pydantic import Field, model_validator
 
-from gateway.config.models import Loc, problems_error
-from gateway.config.policy_models import NonEmpty, NonNegativeInt, Number, regex_problem
+from gateway.config.models import Loc, NonEmpty, problems_error
+from gateway.config.policy_models import NonNegativeInt, Number, regex_problem
 from gateway.config.units import ExplainView, Key, PolicyTable, Rows, Unit, json_text, merged_deep
 from gateway.core import CallNext, ToolCall, ToolResult
 from gateway.core.errors import InvalidArguments

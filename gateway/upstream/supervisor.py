@@ -131,7 +131,7 @@ class Supervisor:
             except Exception as exc:  # any failure of one upstream stays with that upstream
                 stderr = await self._last_words()
                 reason = f"{type(exc).__name__}: {exc}"
-                self._mark_down((f"{reason}; stderr: {stderr[-1]}" if stderr else reason)[:300])
+                self._mark_down(_with_last_line(reason, stderr))
                 log.warning(
                     "%s: connection failed (%s): %s%s", self.server, self.mode, reason, _quoted(stderr)
                 )
@@ -232,9 +232,7 @@ class Supervisor:
             self.conn = None
             if not self._stopping:
                 stderr = self._pump.tail() if self._pump is not None else []
-                self._mark_down(
-                    f"connection lost; stderr: {stderr[-1]}"[:300] if stderr else "connection lost"
-                )
+                self._mark_down(_with_last_line("connection lost", stderr))
                 log.warning("%s: connection lost%s", self.server, _quoted(stderr))
 
     def _mark_up(self, conn: UpstreamConnection) -> None:
@@ -343,6 +341,11 @@ class Supervisor:
                 log.warning("%s: heartbeat failed (%s)", self.server, type(exc).__name__)
                 conn.closed.set()
                 return
+
+
+def _with_last_line(reason: str, stderr: list[str]) -> str:
+    """The health's ``last_error``: the reason, and what the child said last on stderr."""
+    return (f"{reason}; stderr: {stderr[-1]}" if stderr else reason)[:300]
 
 
 def _quoted(stderr: list[str]) -> str:

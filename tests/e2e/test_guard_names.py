@@ -3,15 +3,13 @@ operator scrapes; and a condition on arguments is judged only where there are ar
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
 
-from tests.support import FIXTURE_SERVER, gateway, http_get, stdio_server_toml
+from tests.support import FIXTURE_SERVER, gateway, gateway_error, http_get, stdio_server_toml
 
 pytestmark = pytest.mark.anyio
 
@@ -35,12 +33,6 @@ pinning = "block"
 """
 
 
-def _error(result: Any) -> dict[str, Any]:
-    assert result.is_error, result
-    error: dict[str, Any] = json.loads(result.content[0].text)["error"]
-    return error
-
-
 async def test_refusals_name_their_guard_and_a_condition_on_args_waits_for_a_call(tmp_path: Path) -> None:
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "rules.toml").write_text(POLICY)
@@ -50,11 +42,11 @@ async def test_refusals_name_their_guard_and_a_condition_on_args_waits_for_a_cal
             async with Client(gw.mcp_url) as client:
                 await client.list_tools()
                 assert "`when` failed" not in gw.log(), "listing the tools evaluated a call's condition"
-                denied = _error(await client.call_tool("fx__add", {"a": 1, "b": 2}))
-                invalid = _error(await client.call_tool("fx__echo", {"text": "far too long for it"}))
+                denied = gateway_error(await client.call_tool("fx__add", {"a": 1, "b": 2}))
+                invalid = gateway_error(await client.call_tool("fx__echo", {"text": "far too long for it"}))
                 assert not (await client.call_tool("fx__echo", {"text": "one"})).is_error
-                limited = _error(await client.call_tool("fx__echo", {"text": "two"}))
-                failed = _error(await client.call_tool("fx__fail", {"kind": "500"}))
+                limited = gateway_error(await client.call_tool("fx__echo", {"text": "two"}))
+                failed = gateway_error(await client.call_tool("fx__fail", {"kind": "500"}))
         _, metrics = http_get(f"{gw.url}/metrics")
     assert (denied["code"], denied["details"]["guard"]) == ("forbidden", "access")
     assert (invalid["code"], invalid["details"]["guard"]) == ("invalid_arguments", "argument_validation")

@@ -8,7 +8,6 @@ the last test runs ``interlock stdio`` under a client instead.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -21,7 +20,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.support import ROOT, Proc, gateway, stdio_server_toml
+from tests.support import ROOT, Proc, gateway, gateway_error, stdio_server_toml
 
 pytestmark = pytest.mark.anyio
 
@@ -59,13 +58,6 @@ def _reached(record: Path) -> int:
     return len(record.read_text().splitlines()) if record.exists() else 0
 
 
-def _error(result: Any) -> dict[str, Any]:
-    """The gateway's error as a model reads it: the JSON of the first text block."""
-    assert result.is_error, result
-    body: dict[str, Any] = json.loads(result.content[0].text)["error"]
-    return body
-
-
 async def _get(client: Client, customer: str, **kwargs: Any) -> Any:
     return await client.call_tool("crm__get_customer", {"customer_id": customer}, **kwargs)
 
@@ -84,7 +76,7 @@ async def test_separate_stateless_clients_never_add_up(stack: tuple[Proc, Path])
             # Four agents, each looking up the same two customers once: A-B-A-B-A-B-A-B in all.
             results = [await _get(agent, customer) for agent in agents for customer in (A, B)]
     for result in results:
-        assert not result.is_error, _error(result)
+        assert not result.is_error, gateway_error(result)
     assert [r.structured_content["customer_id"] for r in results] == [A, B] * 4
 
 
@@ -98,7 +90,7 @@ async def test_one_client_that_really_loops_is_still_stopped(stack: tuple[Proc, 
                     assert not (await _get(agent, customer)).is_error
             before = _reached(record)
             looped = await _get(agent, A)
-    error = _error(looped)
+    error = gateway_error(looped)
     assert error["code"] == "loop_detected" and error["details"]["kind"] == "cycle"
     assert error["details"]["count"] == 3
     assert _reached(record) == before, "the looping call never reached the upstream"
@@ -120,7 +112,7 @@ async def test_clients_that_name_one_conversation_add_up(stack: tuple[Proc, Path
                 assert not (await _get(second, A, meta=meta)).is_error
             looped = await _get(first, C)
             other = await _get(second, A, meta={"interlock/session": "conversation-8"})
-    assert _error(looped)["details"]["kind"] == "cycle"
+    assert gateway_error(looped)["details"]["kind"] == "cycle"
     assert not other.is_error, "another conversation has its own history"
 
 
@@ -132,7 +124,7 @@ async def test_budgets_count_conversations_not_connections(stack: tuple[Proc, Pa
             search = [await agent.call_tool("crm__search_customers", {"query": q}, meta=meta) for q in "abc"]
             unhinted = [await agent.call_tool("crm__search_customers", {"query": q}) for q in "abc"]
     assert [r.is_error for r in search] == [False, False, True]
-    error = _error(search[2])
+    error = gateway_error(search[2])
     assert error["code"] == "call_budget_exceeded" and error["details"]["kind"] == "tool_budget"
     # Without a hint the gateway sees a connection, not a conversation: no budget to hold it to.
     assert [r.is_error for r in unhinted] == [False, False, False]
@@ -164,5 +156,5 @@ async def test_over_stdio_the_process_is_the_connection(tmp_path: Path) -> None:
             looped = await _get(agent, A)
     assert not any(r.is_error for r in searches), "a process is no conversation to budget"
     assert [r.is_error for r in hinted] == [False, False, True]
-    assert _error(hinted[2])["code"] == "call_budget_exceeded"
-    assert _error(looped)["details"]["kind"] == "cycle", "but its loops are its own"
+    assert gateway_error(hinted[2])["code"] == "call_budget_exceeded"
+    assert gateway_error(looped)["details"]["kind"] == "cycle", "but its loops are its own"

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
 
-from tests.support import ROOT, gateway, stdio_server_toml
+from tests.support import ROOT, gateway, gateway_error, stdio_server_toml
 
 pytestmark = pytest.mark.anyio
 
@@ -34,12 +33,6 @@ idempotent = true
 timeout_s = 1
 retry = { max_attempts = 1 }
 """
-
-
-def _error(result: Any) -> dict[str, Any]:
-    assert result.is_error, result
-    body: dict[str, Any] = json.loads(result.content[0].text)["error"]
-    return body
 
 
 def _quotes(record: Path) -> int:
@@ -64,22 +57,26 @@ async def test_the_identical_retry_runs_once_the_upstream_is_back(tmp_path: Path
             async with Client(gw.mcp_url, mode=era) as agent:
                 # An outage longer than max_failing_retries (3): four timeouts in a row.
                 await agent.call_tool("flaky__set_mode", {"mode": "hang", "count": 4})
-                codes = [_error(await agent.call_tool("flaky__get_quote", quote))["code"] for _ in range(4)]
+                codes = [
+                    gateway_error(await agent.call_tool("flaky__get_quote", quote))["code"] for _ in range(4)
+                ]
                 back = await agent.call_tool("flaky__get_quote", quote)
                 # A failure that is the server's own (HTTP 500) still is one: retried unchanged
                 # three times, the fourth is refused before it reaches the upstream.
                 await agent.call_tool("flaky__set_mode", {"mode": "500", "count": 3})
                 broken = {"symbol": "BUST"}
-                failures = [_error(await agent.call_tool("flaky__get_quote", broken)) for _ in range(3)]
+                failures = [
+                    gateway_error(await agent.call_tool("flaky__get_quote", broken)) for _ in range(3)
+                ]
                 reached = _quotes(record)
-                refused = _error(await agent.call_tool("flaky__get_quote", broken))
+                refused = gateway_error(await agent.call_tool("flaky__get_quote", broken))
                 # A 429 says when to come back: an identical call sooner is held back here.
                 await agent.call_tool("flaky__set_mode", {"mode": "429", "count": 1})
                 slow = {"symbol": "SLOW"}
-                limited = _error(await agent.call_tool("flaky__get_quote", slow))
-                held = _error(await agent.call_tool("flaky__get_quote", slow))
+                limited = gateway_error(await agent.call_tool("flaky__get_quote", slow))
+                held = gateway_error(await agent.call_tool("flaky__get_quote", slow))
     assert codes == ["upstream_timeout"] * 4
-    assert not back.is_error, _error(back)
+    assert not back.is_error, gateway_error(back)
     assert back.structured_content["symbol"] == "ACME"
     assert [f["code"] for f in failures] == ["upstream_error"] * 3
     assert refused["code"] == "loop_detected" and refused["details"]["kind"] == "failing_retries"
